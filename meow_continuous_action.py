@@ -37,6 +37,8 @@ class Args:
     """if toggled, sets `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """if toggled, use a CUDA GPU when one is available (the CPU otherwise)"""
+    torch_threads: int = 1
+    """CPU threads of torch ops (the nets are small: one thread is fastest and lets runs share the cores)"""
     compile: bool = False
     """if toggled, wrap the loss and action sampling with `torch.compile` (falls back with a warning)"""
     track: bool = False
@@ -48,7 +50,15 @@ class Args:
     capture_video: bool = False
     """if toggled, record videos of the evaluation episodes into runs/{run_name}/videos (needs `pip install moviepy`)"""
     save_model: bool = False
-    """if toggled, save the weights and args to runs/{run_name}/{exp_name}.pt at the end"""
+    """if toggled, save the weights and args to runs/{run_name}/{exp_name}.pt at the end, and resumable checkpoints on the way"""
+    checkpoint_frequency: int = 100_000
+    """with --save-model, write runs/{run_name}/checkpoint.pt at the first episode end after every this many steps"""
+    save_buffer: bool = False
+    """include the replay buffer in checkpoints (large) so that a resumed run continues exactly"""
+    resume: Optional[str] = None
+    """path of a checkpoint.pt to continue from, in its run directory (its args are used; --total-timesteps may extend it)"""
+    eval_checkpoint: Optional[str] = None
+    """evaluate the deterministic policy of a saved model or checkpoint for --eval-episodes episodes, then exit"""
 
     # Algorithm arguments; `None` means "the paper's value for this environment"
     env_id: str = "Hopper-v4"
@@ -126,6 +136,8 @@ def validate_args(args):
         raise ConfigError("--tau must be in (0, 1] (got %g)" % args.tau)
     if not 0 <= args.gamma <= 1:
         raise ConfigError("--gamma must be in [0, 1] (got %g)" % args.gamma)
+    if args.torch_threads < 1:
+        raise ConfigError("--torch-threads must be >= 1")
     if args.batch_size < 1 or args.buffer_size < 1:
         raise ConfigError("--batch-size and --buffer-size must be >= 1")
     if args.batch_size > args.buffer_size:
@@ -134,8 +146,8 @@ def validate_args(args):
         raise ConfigError("--total-timesteps must be >= 1 and --learning-starts >= 0")
     if args.learning_rate <= 0 or args.max_grad_norm <= 0:
         raise ConfigError("--learning-rate and --max-grad-norm must be > 0")
-    if args.eval_frequency < 1 or args.eval_episodes < 1 or args.log_frequency < 1:
-        raise ConfigError("--eval-frequency, --eval-episodes and --log-frequency must be >= 1")
+    if min(args.eval_frequency, args.eval_episodes, args.log_frequency, args.checkpoint_frequency) < 1:
+        raise ConfigError("--eval-frequency, --eval-episodes, --log-frequency and --checkpoint-frequency must be >= 1")
 
 
 def check_env_id(env_id):
@@ -148,7 +160,7 @@ def make_env(env_id, seed, capture_video=False, video_dir=None):
 
     def thunk():
         try:
-            env = gym.make(env_id, render_mode="rgb_array" if capture_video else None)
+            env = gym.make(env_id, render_mode="rgb_array") if capture_video else gym.make(env_id)
         except gym.error.DependencyNotInstalled as e:
             raise ConfigError("%s needs a missing dependency: %s" % (env_id, str(e).splitlines()[0]))
         if not isinstance(env.action_space, gym.spaces.Box):
@@ -263,6 +275,13 @@ class ReplayBuffer:
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
+    def state_dict(self):
+        return {"data": self.data[: self.size].clone(), "pos": self.pos, "size": self.size}
+
+    def load_state_dict(self, state):
+        self.size, self.pos = state["size"], state["pos"]
+        self.data[: self.size] = state["data"].to(self.data)
+
     def sample(self, batch_size):
         idx = torch.randint(0, self.size, (batch_size,), device=self.data.device)
         obs, actions, rewards, next_obs, terminated = torch.split(self.data[idx], self.widths, dim=1)
@@ -337,20 +356,9 @@ def make_policy(args, obs_dim, act_dim, device):
     return FlowPolicy(obs_dim, act_dim, args.alpha, args.sigma_max, args.sigma_min).to(device)
 
 
-def env_step(env, obs, action, rb, device):
-    """Step one (non-vector) env, store the transition, reset at episode end.
-
-    The stored next_obs is always the true successor of obs (the final observation at a
-    time-out or termination), so no transition ever crosses an episode boundary.
-    Returns (the observation to act on next, the RecordEpisodeStatistics dict or None).
-    """
-    next_obs, reward, terminated, truncated, info = env.step(action)
-    as_batch = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)[None]
-    rb.add(as_batch(obs), as_batch(action), as_batch(reward), as_batch(next_obs), as_batch(terminated))
-    if terminated or truncated:
-        next_obs, _ = env.reset()
-        return next_obs, info["episode"]
-    return next_obs, None
+def as_batch(*arrays, device):
+    """numpy values of one env step -> float32 tensors with a leading batch dim of 1."""
+    return [torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)[None] for x in arrays]
 
 
 def evaluate(policy, env, episodes, device):
@@ -384,11 +392,69 @@ def fail(message):
     sys.exit(2)
 
 
-def setup(args):
-    """Parse-time work that may fail: defaults, validation, env creation. Writes nothing to disk."""
-    note = resolve_defaults(args)
-    validate_args(args)
-    check_env_id(args.env_id)
+# ---------------------------------------------------------------- checkpoints
+def rng_state():
+    """Every global RNG the loop draws from (python, numpy, torch CPU and CUDA)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path, state):
+    """torch.save through a temporary file, so a run killed while saving keeps its previous checkpoint."""
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, device="cpu"):
+    if not os.path.isfile(path):
+        raise ConfigError("no checkpoint at %s" % path)
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:
+        raise ConfigError("cannot read checkpoint %s: %s" % (path, str(e).splitlines()[0] if str(e) else type(e).__name__))
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "args" not in ckpt:
+        raise ConfigError("%s is not a MEow model or checkpoint (no 'model'/'args' entries)" % path)
+    return ckpt
+
+
+def env_rng_state(env):
+    """RNG states of an env between episodes: its reset noise and its action space (random warm-up actions)."""
+    return {"env": env.unwrapped.np_random.bit_generator.state, "action_space": env.action_space.np_random.bit_generator.state}
+
+
+def set_env_rng_state(env, state):
+    env.unwrapped.np_random.bit_generator.state = state["env"]
+    env.action_space.np_random.bit_generator.state = state["action_space"]
+
+
+def evaluate_checkpoint(args, ckpt):
+    """--eval-checkpoint: the deterministic policy of a saved model, no training and no buffer."""
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    saved = Args(**ckpt["args"])
+    video_dir = os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)), "videos_eval")
+    env = make_env(saved.env_id, args.seed, args.capture_video, video_dir)()
+    env.reset(seed=args.seed)
+    policy = make_policy(saved, ckpt["obs_dim"], ckpt["act_dim"], device)
+    policy.load_state_dict(ckpt["model"])
+    returns = evaluate(policy, env, args.eval_episodes, device)
+    env.close()
+    print("%s: eval return %.2f +- %.2f over %d episodes (deterministic policy)" % (saved.env_id, np.mean(returns), np.std(returns), len(returns)))
+    return returns
+
+
+def check_extras(args):
+    """Optional packages that some flags need."""
     if args.capture_video:
         try:
             import moviepy  # noqa: F401
@@ -399,11 +465,37 @@ def setup(args):
             import wandb  # noqa: F401
         except ImportError:
             raise ConfigError("--track needs wandb: pip install wandb")
+
+
+def setup(args):
+    """Work that may fail on bad input: defaults, validation, env id. Writes nothing to disk."""
+    note = resolve_defaults(args)
+    validate_args(args)
+    check_env_id(args.env_id)
+    check_extras(args)
     return note
+
+
+def resume_args(args):
+    """--resume: the checkpoint's args, except an explicit --total-timesteps (to extend a run)."""
+    ckpt = load_checkpoint(args.resume)
+    resumed = Args(**ckpt["args"])
+    if args.total_timesteps is not None:
+        resumed.total_timesteps = args.total_timesteps
+    resumed.resume = args.resume
+    return resumed, ckpt
 
 
 def main(args):
     try:
+        if args.eval_checkpoint:
+            ckpt = load_checkpoint(args.eval_checkpoint)
+            check_env_id(ckpt["args"]["env_id"])
+            check_extras(args)
+            return evaluate_checkpoint(args, ckpt)
+        ckpt = None
+        if args.resume:
+            args, ckpt = resume_args(args)
         note = setup(args)
         env = make_env(args.env_id, args.seed)()
     except ConfigError as e:
@@ -412,21 +504,31 @@ def main(args):
         print(note)
     print("hyper-parameters: " + ", ".join("%s=%s" % (k, v) for k, v in vars(args).items()))
 
-    run_name = "%s__%s__%s__%d" % (args.env_id, args.exp_name, args.seed, int(time.time()))
-    run_dir = os.path.join("runs", run_name)
+    if ckpt is None:
+        run_name = "%s__%s__%s__%d" % (args.env_id, args.exp_name, args.seed, int(time.time()))
+        run_dir = os.path.join("runs", run_name)
+        start_step = 0
+    else:
+        run_dir = os.path.dirname(os.path.abspath(args.resume))
+        run_name = os.path.basename(run_dir)
+        start_step = ckpt["step"]
+        print("resuming %s from step %d" % (run_name, start_step))
     if args.track:
         import wandb
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args), name=run_name, save_code=True)
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", hparam_table(args))
+    # purge_step hides anything a killed run logged after its checkpoint: no duplicate points
+    writer = SummaryWriter(run_dir, purge_step=start_step if ckpt else None)
+    if ckpt is None:
+        writer.add_text("hyperparameters", hparam_table(args))
 
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.torch_threads)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     eval_env = make_env(args.env_id, args.seed + 10_000, args.capture_video, os.path.join(run_dir, "videos"))()
@@ -443,8 +545,24 @@ def main(args):
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
 
     obs, _ = env.reset(seed=args.seed)
-    start_time, last_return, last_eval, loss = time.time(), float("nan"), float("nan"), None
-    for global_step in range(args.total_timesteps):
+    last_return, last_eval, loss = float("nan"), float("nan"), None
+    if ckpt is not None:
+        policy.load_state_dict(ckpt["model"])
+        target_policy.load_state_dict(ckpt["target"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("buffer") is not None:
+            rb.load_state_dict(ckpt["buffer"])
+        else:
+            print("note: the checkpoint has no replay buffer (--save-buffer); updates wait until it holds a batch")
+        set_rng_state(ckpt["rng"])
+        set_env_rng_state(env, ckpt["env_rng"])
+        set_env_rng_state(eval_env, ckpt["eval_env_rng"])
+        last_return, last_eval = ckpt["last_return"], ckpt["last_eval"]
+        obs, _ = env.reset()  # the checkpoint was taken between two episodes
+    next_checkpoint = (start_step // args.checkpoint_frequency + 1) * args.checkpoint_frequency
+
+    start_time = time.time()
+    for global_step in range(start_step, args.total_timesteps):
         if global_step < args.learning_starts:
             action = env.action_space.sample()
         else:
@@ -453,22 +571,26 @@ def main(args):
                 action, _ = sample(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])
             action = action[0].cpu().numpy()
 
-        obs, episode = env_step(env, obs, action, rb, device)
-        if episode is not None:
-            last_return = float(episode["r"])
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        # next_obs is the true successor even at a time-out (a single env does not autoreset), so the
+        # transition is stored as is: a time-out bootstraps from it, a termination does not (terminated=1)
+        rb.add(*as_batch(obs, action, reward, next_obs, terminated, device=device))
+        obs = next_obs
+        episode_over = terminated or truncated
+        if episode_over:
+            last_return = float(info["episode"]["r"])
             writer.add_scalar("charts/episodic_return", last_return, global_step)
-            writer.add_scalar("charts/episodic_length", int(episode["l"]), global_step)
+            writer.add_scalar("charts/episodic_length", int(info["episode"]["l"]), global_step)
 
-        if global_step >= args.learning_starts:
+        if global_step >= args.learning_starts and rb.size >= args.batch_size:
             loss = update(rb.sample(args.batch_size))
 
         step = global_step + 1
         if step % args.eval_frequency == 0:
-            returns = evaluate(policy, eval_env, args.eval_episodes, device)
-            last_eval = float(np.mean(returns))
+            last_eval = float(np.mean(evaluate(policy, eval_env, args.eval_episodes, device)))
             writer.add_scalar("eval/return", last_eval, step)
         if step % args.log_frequency == 0 or step == args.total_timesteps:
-            sps = step / (time.time() - start_time)
+            sps = (step - start_step) / (time.time() - start_time)
             writer.add_scalar("charts/SPS", sps, step)
             if loss is not None:
                 writer.add_scalar("losses/qf_loss", loss.item(), step)
@@ -476,6 +598,22 @@ def main(args):
                 "step %d/%d | SPS %.0f | return %.1f | eval %.1f | ETA %s"
                 % (step, args.total_timesteps, sps, last_return, last_eval, format_eta((args.total_timesteps - step) / sps))
             )
+
+        if episode_over:
+            # checkpoint between episodes: then the env's RNG state is all of its state we need
+            if args.save_model and step >= next_checkpoint and step < args.total_timesteps:
+                save_checkpoint(
+                    os.path.join(run_dir, "checkpoint.pt"),
+                    {
+                        "step": step, "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim,
+                        "model": policy.state_dict(), "target": target_policy.state_dict(), "optimizer": optimizer.state_dict(),
+                        "buffer": rb.state_dict() if args.save_buffer else None,
+                        "rng": rng_state(), "env_rng": env_rng_state(env), "eval_env_rng": env_rng_state(eval_env),
+                        "last_return": last_return, "last_eval": last_eval,
+                    },
+                )
+                next_checkpoint = (step // args.checkpoint_frequency + 1) * args.checkpoint_frequency
+            obs, _ = env.reset()
 
     if args.save_model:
         path = os.path.join(run_dir, "%s.pt" % args.exp_name)

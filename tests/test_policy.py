@@ -1,11 +1,15 @@
 """The MEow network: a normalised policy, Q - V = alpha * log pi, exact V, and the fused loss."""
 import math
+import os
+import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from meow_continuous_action import Batch, FlowPolicy, make_optimizer, make_update, meow_loss, soft_bellman_target
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+from bench_update import straightforward_loss  # noqa: E402  (the benchmark's reference (2))
 
 ALPHA = 0.3
 
@@ -128,32 +132,13 @@ def test_soft_bellman_target_bootstraps_time_outs_not_terminations():
     assert (min_v[[0, 2]].abs() > 1e-3).all()
 
 
-def reference_loss(policy, target, batch, gamma):
-    """The straightforward computation: log pi through the whole flow on a doubled batch, one
-    reward shift per half, and V_target(s') = Q_target(s', a') - alpha * log pi_target(a'|s')
-    evaluated through the target's couplings at an arbitrary action a'."""
-    n = batch.obs.shape[0]
-    obs2, act2 = torch.cat([batch.obs, batch.obs]), torch.cat([batch.actions, batch.actions])
-    shift = policy.reward_shift(batch.obs)
-    energy, log_z = policy.energy_and_normaliser(obs2, act2)
-    q = ALPHA * (torch.cat([shift[:, 0], shift[:, 1]]) + energy)
-    with torch.no_grad():
-        some_actions = torch.zeros_like(batch.actions)
-        e_t, _ = target.energy_and_normaliser(batch.next_obs, some_actions)
-        shift_t = target.reward_shift(batch.next_obs)
-        q_t = ALPHA * (shift_t + e_t[:, None])
-        v_t = q_t - ALPHA * target.log_prob(batch.next_obs, some_actions)[:, None]
-        y = batch.rewards + gamma * (1 - batch.terminated) * v_t.min(dim=1).values
-    return F.mse_loss(q, torch.cat([y, y])), q[:n], q[n:]
-
-
 def test_fused_loss_equals_the_straightforward_reference():
     policy, target = randomised_policy(7, 3, scale=0.3, seed=0), randomised_policy(7, 3, scale=0.3, seed=1)
     gen = torch.Generator().manual_seed(0)
     batch = Batch(torch.randn(64, 7, generator=gen), torch.rand(64, 3, generator=gen) * 1.8 - 0.9,
                   torch.randn(64, generator=gen), torch.randn(64, 7, generator=gen), (torch.rand(64, generator=gen) < 0.3).float())
     loss = meow_loss(policy, target, batch, 0.99)
-    ref, q1, q2 = reference_loss(policy, target, batch, 0.99)
+    ref, q1, q2 = straightforward_loss(policy, target, batch, 0.99)
     q, _ = policy.q_and_v(batch.obs, batch.actions)
     assert torch.allclose(q[:, 0], q1, atol=1e-5) and torch.allclose(q[:, 1], q2, atol=1e-5)
     assert torch.allclose(loss, ref, rtol=1e-5)

@@ -1,0 +1,193 @@
+"""Time one gradient update: MEow as shipped vs. a straightforward MEow vs. SAC.
+
+    python benchmarks/bench_update.py                 # Hopper-v4 and Humanoid-v4 sizes, batch 256
+    python benchmarks/bench_update.py --repeats 500 --threads 2
+
+(1) shipped:          `make_update` from meow_continuous_action.py: one pass through the couplings,
+                      reward shifts on observations only, the target value without any coupling layer,
+                      fused Adam, foreach Polyak, no host synchronisation.
+(2) straightforward:  the same maths done the obvious way (as in the authors' code): the batch doubled
+                      so that each half meets one reward shift, the target value also pushed through the
+                      target's couplings, per-parameter Polyak, default Adam, and `loss.item()` every step.
+(3) SAC:              the usual SAC update (actor 256x256 tanh-Gaussian, twin critics 256x256, target
+                      critics, autotuned temperature), one actor and critic step per call.
+Prints the median milliseconds per update over --repeats calls after --warmup calls, and the ratios.
+"""
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import meow_continuous_action as meow  # noqa: E402
+
+SIZES = {"Hopper-v4": (11, 3), "Humanoid-v4": (376, 17)}
+
+
+# ----------------------------------------------------------------------------- (2) straightforward MEow
+def straightforward_loss(policy, target, batch, gamma):
+    """MEow's loss without the shortcuts: returns (loss, q for shift 1, q for shift 2)."""
+    n = batch.obs.shape[0]
+    obs2, act2 = torch.cat([batch.obs, batch.obs]), torch.cat([batch.actions, batch.actions])
+    energy, _ = policy.energy_and_normaliser(obs2, act2)  # the whole flow, twice the batch
+    shift = policy.reward_shift(batch.obs)
+    q = policy.alpha * (torch.cat([shift[:, 0], shift[:, 1]]) + energy)
+    with torch.no_grad():
+        # V_target(s') read off the flow at an arbitrary action: V = Q - alpha * log pi
+        next2 = torch.cat([batch.next_obs, batch.next_obs])
+        some_action = torch.zeros(2 * n, batch.actions.shape[1], device=next2.device)
+        energy_t, log_z_t = target.energy_and_normaliser(next2, some_action)
+        shift_t = target.reward_shift(batch.next_obs)
+        q_t = target.alpha * (torch.cat([shift_t[:, 0], shift_t[:, 1]]) + energy_t)
+        v_t = q_t - target.alpha * (energy_t - log_z_t)
+        v_next = torch.min(v_t[:n], v_t[n:])
+        y = batch.rewards + gamma * (1 - batch.terminated) * v_next
+    return F.mse_loss(q, torch.cat([y, y])), q[:n], q[n:]
+
+
+def make_straightforward_update(policy, target, gamma=0.99, tau=0.005, max_grad_norm=30.0, lr=1e-3):
+    optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
+
+    def update(batch):
+        policy.train()
+        loss, _, _ = straightforward_loss(policy, target, batch, gamma)
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
+        optimizer.step()
+        for p, t in zip(policy.parameters(), target.parameters()):
+            t.data.copy_(tau * p.data + (1 - tau) * t.data)
+        loss.item()  # the host waits for the device every step (as a loop that reads the loss each step)
+        return loss.detach()
+
+    return update
+
+
+# ----------------------------------------------------------------------------- (3) SAC
+def mlp(n_in, n_out, hidden=256):
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
+
+
+class Actor(nn.Module):
+    def __init__(self, obs_dim, act_dim):
+        super().__init__()
+        self.net = mlp(obs_dim, 2 * act_dim)
+
+    def forward(self, obs):
+        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        log_std = log_std.clamp(-5, 2)
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        log_prob = (-0.5 * ((u - mean) / log_std.exp()).pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        action = torch.tanh(u)
+        return action, log_prob - torch.log1p(-action.pow(2) + 1e-6).sum(-1)
+
+
+def make_sac_update(obs_dim, act_dim, gamma=0.99, tau=0.005, lr=1e-3):
+    actor = Actor(obs_dim, act_dim)
+    critics = nn.ModuleList([mlp(obs_dim + act_dim, 1) for _ in range(2)])
+    targets = nn.ModuleList([mlp(obs_dim + act_dim, 1) for _ in range(2)])
+    targets.load_state_dict(critics.state_dict())
+    log_alpha = torch.zeros(1, requires_grad=True)
+    q_opt = torch.optim.Adam(critics.parameters(), lr=lr)
+    pi_opt = torch.optim.Adam(actor.parameters(), lr=lr)
+    a_opt = torch.optim.Adam([log_alpha], lr=lr)
+    target_entropy = -float(act_dim)
+    c_params, t_params = list(critics.parameters()), list(targets.parameters())
+
+    def q_values(nets, obs, actions):
+        x = torch.cat([obs, actions], dim=-1)
+        return torch.cat([net(x) for net in nets], dim=-1)
+
+    def update(batch):
+        alpha = log_alpha.exp().detach()
+        with torch.no_grad():
+            next_a, next_logp = actor(batch.next_obs)
+            next_q = q_values(targets, batch.next_obs, next_a).min(-1).values - alpha * next_logp
+            y = batch.rewards + gamma * (1 - batch.terminated) * next_q
+        q_loss = F.mse_loss(q_values(critics, batch.obs, batch.actions), y[:, None].expand(-1, 2))
+        q_opt.zero_grad()
+        q_loss.backward()
+        q_opt.step()
+        a, logp = actor(batch.obs)
+        pi_loss = (alpha * logp - q_values(critics, batch.obs, a).min(-1).values).mean()
+        pi_opt.zero_grad()
+        pi_loss.backward()
+        pi_opt.step()
+        alpha_loss = (-log_alpha.exp() * (logp.detach() + target_entropy)).mean()
+        a_opt.zero_grad()
+        alpha_loss.backward()
+        a_opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(t_params, c_params, tau)
+        return q_loss.detach()
+
+    return update
+
+
+# ----------------------------------------------------------------------------- timing
+def make_meow(obs_dim, act_dim):
+    policy = meow.FlowPolicy(obs_dim, act_dim, 0.25, -0.3, -5.0)
+    target = meow.FlowPolicy(obs_dim, act_dim, 0.25, -0.3, -5.0).eval()
+    target.load_state_dict(policy.state_dict())
+    target.requires_grad_(False)
+    return policy, target
+
+
+def random_buffer(obs_dim, act_dim, n=20_000):
+    rb = meow.ReplayBuffer(n, obs_dim, act_dim, "cpu")
+    rb.add(torch.randn(n, obs_dim), torch.rand(n, act_dim) * 2 - 1, torch.randn(n), torch.randn(n, obs_dim), (torch.rand(n) < 0.01).float())
+    return rb
+
+
+def median_ms(update, rb, batch_size, warmup, repeats):
+    for _ in range(warmup):
+        update(rb.sample(batch_size))
+    times = []
+    for _ in range(repeats):
+        batch = rb.sample(batch_size)
+        start = time.perf_counter()
+        update(batch)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the training script's default is 1)")
+    parser.add_argument("--compile", action="store_true", help="also time the shipped update with --compile")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    print("torch %s, %d thread(s), batch %d, median of %d updates after %d warm-up" % (torch.__version__, args.threads, args.batch_size, args.repeats, args.warmup))
+    print("| sizes | (1) MEow shipped | (2) MEow straightforward | (3) SAC | (1)/(2) | (1)/(3) |" + (" (1) compiled |" if args.compile else ""))
+    print("|---|---|---|---|---|---|" + ("---|" if args.compile else ""))
+    for env_id in args.envs:
+        obs_dim, act_dim = SIZES[env_id]
+        rb = random_buffer(obs_dim, act_dim)
+        policy, target = make_meow(obs_dim, act_dim)
+        shipped = meow.make_update(policy, target, meow.make_optimizer(policy, 1e-3), 0.99, 0.005, 30.0)
+        t1 = median_ms(shipped, rb, args.batch_size, args.warmup, args.repeats)
+        policy, target = make_meow(obs_dim, act_dim)
+        t2 = median_ms(make_straightforward_update(policy, target), rb, args.batch_size, args.warmup, args.repeats)
+        t3 = median_ms(make_sac_update(obs_dim, act_dim), rb, args.batch_size, args.warmup, args.repeats)
+        row = "| %s (obs %d, act %d) | %.2f ms | %.2f ms | %.2f ms | %.2f | %.2f |" % (env_id, obs_dim, act_dim, t1, t2, t3, t1 / t2, t1 / t3)
+        if args.compile:
+            policy, target = make_meow(obs_dim, act_dim)
+            compiled = meow.make_update(policy, target, meow.make_optimizer(policy, 1e-3), 0.99, 0.005, 30.0, compile=True)
+            row += " %.2f ms |" % median_ms(compiled, rb, args.batch_size, args.warmup, args.repeats)
+        print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()

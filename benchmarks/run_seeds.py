@@ -1,0 +1,201 @@
+"""Run a grid of (env, seed) training jobs as separate processes, a few at a time.
+
+Each job is `python SCRIPT --env-id ENV --seed SEED [--exp-name NAME] <flags after -->`
+(--env-flag renames --env-id for a script that calls it otherwise: --env-flag=--task), started in
+--workdir, so its TensorBoard run directory lands in WORKDIR/runs/{env}__{exp}__{seed}__{time}/
+(plot it with benchmarks/plot.py WORKDIR/runs). Its stdout and stderr go to
+WORKDIR/logs/{env}__{exp}__{seed}.log (overwritten when the same job is run again). With more
+than one job at a time, each gets OMP_NUM_THREADS=1 and MKL_NUM_THREADS=1 (unless exported).
+
+Progress is printed whenever a job ends and every --status-every seconds (with the last
+"step ..." line of each running job). A job that exits non-zero is reported with its exit code
+and the end of its log, and makes this tool exit with status 1.
+
+Example (3 seeds of Hopper, 2 at a time, 100k steps each):
+    python benchmarks/run_seeds.py --envs Hopper-v4 --seeds 1 2 3 --jobs 2 -- --total-timesteps 100000
+"""
+import argparse
+import collections
+import os
+import subprocess
+import sys
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_SCRIPT = "meow_continuous_action.py"
+# flags this tool sets itself for every job (with --env-flag); passing them after `--` would make jobs clash
+OWN_FLAGS = ("--seed", "--exp-name", "--exp_name")
+
+Job = collections.namedtuple("Job", ["name", "log_path", "command"])
+
+
+def fail(message):
+    print("error: %s" % message, file=sys.stderr)
+    sys.exit(2)
+
+
+def resolve_script(script):
+    """The training script as an absolute path: as given, else relative to the repository root."""
+    for candidate in (script, os.path.join(REPO_ROOT, script)):
+        if os.path.isfile(candidate):
+            return os.path.abspath(candidate)
+    fail("unknown script %r (not found in the current directory nor in %s)" % (script, REPO_ROOT))
+
+
+def split_passthrough(argv):
+    """Everything after the first `--` belongs to the training script."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1 :]
+    return argv, []
+
+
+def parse_args(argv):
+    own, passthrough = split_passthrough(argv)
+    parser = argparse.ArgumentParser(
+        description="Run (env, seed) training jobs in parallel; flags after `--` go to the training script.",
+        usage="%(prog)s --envs ENV [ENV ...] [--seeds S [S ...]] [options] [-- SCRIPT_FLAGS ...]",
+    )
+    parser.add_argument("--envs", nargs="+", required=True, help="environment ids, e.g. Hopper-v4 HalfCheetah-v4")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5], help="seeds (default: 1 2 3 4 5, as in the paper)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="jobs at once (default: number of cores)")
+    parser.add_argument("--script", default=DEFAULT_SCRIPT, help="training script (default: %(default)s)")
+    parser.add_argument("--env-flag", default="--env-id", help="the script's flag that takes the environment, written with = (e.g. --env-flag=--task; default: %(default)s)")
+    parser.add_argument("--exp-name", help="passed to the script as --exp-name (default: the script's own, its file name)")
+    parser.add_argument("--workdir", default=".", help="jobs run here: runs/ and logs/ are created in it (default: current directory)")
+    parser.add_argument("--status-every", type=float, default=60.0, help="seconds between progress reports (default: %(default)s)")
+    args = parser.parse_args(own)
+    args.passthrough = passthrough
+    if args.jobs < 1:
+        fail("--jobs must be >= 1 (got %d)" % args.jobs)
+    for what, values in (("--envs", args.envs), ("--seeds", args.seeds)):
+        if len(set(values)) != len(values):
+            fail("%s has duplicates: %s" % (what, " ".join(map(str, values))))
+    clashing = [f for f in passthrough if f.split("=")[0] in OWN_FLAGS + (args.env_flag,)]
+    if clashing:
+        fail("%s is set by run_seeds.py itself; use --envs/--seeds/--exp-name instead" % clashing[0])
+    args.script = resolve_script(args.script)
+    return args
+
+
+def make_jobs(args):
+    exp_name = args.exp_name or os.path.splitext(os.path.basename(args.script))[0]
+    log_dir = os.path.join(os.path.abspath(args.workdir), "logs")
+    jobs = []
+    for env_id in args.envs:
+        for seed in args.seeds:
+            command = [sys.executable, args.script, args.env_flag, env_id, "--seed", str(seed)]
+            if args.exp_name:
+                command += ["--exp-name", args.exp_name]
+            name = "%s__%s__%d" % (env_id, exp_name, seed)
+            jobs.append(Job(name, os.path.join(log_dir, name + ".log"), tuple(command + args.passthrough)))
+    return jobs
+
+
+def job_environment(parallel):
+    env = dict(os.environ)
+    # the logs are read while the job runs, so its prints must not sit in a buffer
+    env["PYTHONUNBUFFERED"] = "1"
+    if parallel:
+        # the nets are small: several jobs each using every core only fight over the cores;
+        # a value the user exported is kept
+        env.setdefault("OMP_NUM_THREADS", "1")
+        env.setdefault("MKL_NUM_THREADS", "1")
+    return env
+
+
+def tail(path, n):
+    try:
+        with open(path, errors="replace") as f:
+            return [line.rstrip("\n") for line in collections.deque(f, maxlen=n)]
+    except OSError:
+        return []
+
+
+def last_progress_line(path):
+    """The training script prints `step N/TOTAL | SPS ...` every --log-frequency steps."""
+    lines = [line for line in tail(path, 50) if line.startswith("step ")]
+    return lines[-1] if lines else "starting"
+
+
+def format_duration(seconds):
+    seconds = int(seconds)
+    return "%dh%02dm%02ds" % (seconds // 3600, seconds % 3600 // 60, seconds % 60)
+
+
+def run(args, jobs):
+    workdir = os.path.abspath(args.workdir)
+    os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
+    env = job_environment(parallel=min(args.jobs, len(jobs)) > 1)
+    pending = collections.deque(jobs)
+    running = {}  # job -> (Popen, start time, open log file)
+    done, failed = [], []
+    start = last_status = time.time()
+
+    def status(with_progress):
+        print(
+            "[%s] %d/%d finished, %d running, %d failed, %d pending"
+            % (format_duration(time.time() - start), len(done) + len(failed), len(jobs), len(running), len(failed), len(pending)),
+            flush=True,
+        )
+        if with_progress:
+            for job in running:
+                print("    %s: %s" % (job.name, last_progress_line(job.log_path)), flush=True)
+
+    try:
+        while pending or running:
+            while pending and len(running) < args.jobs:
+                job = pending.popleft()
+                log = open(job.log_path, "w")
+                log.write("$ cd %s && %s\n" % (workdir, " ".join(job.command)))
+                log.flush()
+                proc = subprocess.Popen(job.command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                running[job] = (proc, time.time(), log)
+                print("started %s (log: %s)" % (job.name, job.log_path), flush=True)
+            time.sleep(0.5)
+            for job, (proc, started, log) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[job]
+                took = format_duration(time.time() - started)
+                if proc.returncode == 0:
+                    done.append(job)
+                    print("finished %s in %s" % (job.name, took), flush=True)
+                else:
+                    failed.append((job, proc.returncode))
+                    print("FAILED %s after %s (exit code %d)" % (job.name, took, proc.returncode), flush=True)
+                status(with_progress=False)
+            if running and time.time() - last_status >= args.status_every:
+                last_status = time.time()
+                status(with_progress=True)
+    except KeyboardInterrupt:
+        print("interrupted: stopping %d running job(s)" % len(running), file=sys.stderr)
+        for proc, _, _ in running.values():
+            proc.terminate()
+        for proc, _, log in running.values():
+            proc.wait()
+            log.close()
+        sys.exit(130)
+    return done, failed
+
+
+def report(jobs, done, failed, workdir):
+    print("\n%d/%d jobs succeeded; run directories are in %s" % (len(done), len(jobs), os.path.join(os.path.abspath(workdir), "runs")))
+    for job, code in failed:
+        how = "killed by signal %d" % -code if code < 0 else "exit code %d" % code
+        print("\nFAILED %s (%s); last lines of %s:" % (job.name, how, job.log_path))
+        for line in tail(job.log_path, 15):
+            print("    " + line)
+
+
+def main(argv):
+    args = parse_args(argv)
+    jobs = make_jobs(args)
+    done, failed = run(args, jobs)
+    report(jobs, done, failed, args.workdir)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,179 @@
+"""Hyper-parameter search for MEow with Optuna (needs `pip install optuna`).
+
+Each trial samples alpha (log-uniform), tau (log-uniform) and sigma_max (uniform) from
+SEARCH_SPACE and runs the training script as a subprocess:
+    python SCRIPT --env-id ENV --seed SEED --alpha A --tau T --sigma-max S <flags after -->
+in WORKDIR/{study_name}/trial_{number}/ (its log: train.log there). The flags after `--` set the
+budget, e.g. --total-timesteps. The trial's score is the mean `eval/return` over its last
+--last-evals evaluations, read from its TensorBoard files; Optuna maximises it. A trial whose
+run exits non-zero, or logs no evaluation, is marked FAIL (its log tail is printed) and the
+sweep goes on; the tool exits 1 if no trial of the study has completed.
+
+The study lives in an Optuna RDB storage (default: the SQLite file ./meow_tune.db) and is
+opened with load_if_exists, so running the same command again resumes the sweep (each
+invocation adds --n-trials trials), and several worker processes on one machine can share the
+SQLite file. To spread a sweep over several machines, give every worker the same database
+server, e.g. --storage postgresql://user:password@host/dbname (or mysql://...; needs the
+matching driver, e.g. psycopg2) and the same --study-name. Trials run with OMP_NUM_THREADS=1
+unless it is set (the nets are small).
+
+Example (a sweep of 2 workers x 10 trials of 100k steps, scored on the last 5 evaluations):
+    for worker in 1 2; do
+        python benchmarks/tune.py --env-id Hopper-v4 --n-trials 10 --last-evals 5 -- --total-timesteps 100000 &
+    done; wait
+"""
+import argparse
+import collections
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_SCRIPT = "meow_continuous_action.py"
+TAG = "eval/return"
+# (low, high, log scale); the paper's values (alpha 0.05-0.25, tau 1e-4-5e-3, sigma_max -0.3 or 2)
+# lie inside these ranges
+SEARCH_SPACE = {
+    "alpha": (0.01, 1.0, True),
+    "tau": (1e-4, 0.05, True),
+    "sigma_max": (-1.0, 2.0, False),
+}
+# flags this tool sets itself; passing them after `--` too would be ambiguous
+OWN_FLAGS = ["--env-id", "--seed"] + ["--" + name.replace("_", "-") for name in SEARCH_SPACE]
+
+
+class TrialFailed(Exception):
+    """A trial that produced no score: Optuna records it as FAIL and the sweep continues."""
+
+
+def fail(message):
+    print("error: %s" % message, file=sys.stderr)
+    sys.exit(2)
+
+
+def resolve_script(script):
+    """The training script as an absolute path: as given, else relative to the repository root."""
+    for candidate in (script, os.path.join(REPO_ROOT, script)):
+        if os.path.isfile(candidate):
+            return os.path.abspath(candidate)
+    fail("unknown script %r (not found in the current directory nor in %s)" % (script, REPO_ROOT))
+
+
+def parse_args(argv):
+    # everything after the first `--` belongs to the training script
+    own, passthrough = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    parser = argparse.ArgumentParser(
+        description="Tune MEow's alpha, tau and sigma_max with Optuna; flags after `--` go to the training script.",
+        usage="%(prog)s [options] [-- SCRIPT_FLAGS ...]",
+    )
+    parser.add_argument("--env-id", default="Hopper-v4", help="environment to tune on (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=1, help="training seed of every trial (default: %(default)s)")
+    parser.add_argument("--n-trials", type=int, default=20, help="trials this invocation runs (default: %(default)s)")
+    parser.add_argument("--last-evals", type=int, default=5, help="score = mean eval/return over this many last evaluations (default: %(default)s)")
+    parser.add_argument("--storage", default="sqlite:///meow_tune.db", help="Optuna storage URL (default: %(default)s)")
+    parser.add_argument("--study-name", default=None, help="study to create or resume (default: meow-ENV_ID)")
+    parser.add_argument("--script", default=DEFAULT_SCRIPT, help="training script (default: %(default)s)")
+    parser.add_argument("--workdir", default="tune_runs", help="trial runs and logs go under WORKDIR/STUDY_NAME/ (default: %(default)s)")
+    parser.add_argument("--sampler-seed", type=int, default=None, help="seed of the TPE sampler (leave unset when workers share a study)")
+    args = parser.parse_args(own)
+    args.passthrough = passthrough
+    if args.n_trials < 1 or args.last_evals < 1:
+        fail("--n-trials and --last-evals must be >= 1")
+    clashing = [f for f in passthrough if f.split("=")[0] in OWN_FLAGS]
+    if clashing:
+        fail("%s is set by tune.py itself (use --env-id/--seed, or edit SEARCH_SPACE)" % clashing[0])
+    args.script = resolve_script(args.script)
+    args.study_name = args.study_name or "meow-%s" % args.env_id
+    return args
+
+
+def tail(path, n=15):
+    with open(path, errors="replace") as f:
+        return "".join(collections.deque(f, maxlen=n))
+
+
+def read_evals(run_dir):
+    accumulator = EventAccumulator(run_dir, size_guidance={"scalars": 0})  # 0: keep every point
+    accumulator.Reload()
+    if TAG not in accumulator.Tags()["scalars"]:
+        return []
+    return [event.value for event in sorted(accumulator.Scalars(TAG), key=lambda e: e.step)]
+
+
+def run_trial(args, trial, env):
+    """Train with the trial's sampled flags; return its score or raise TrialFailed."""
+    params = {name: trial.suggest_float(name, low, high, log=log) for name, (low, high, log) in SEARCH_SPACE.items()}
+    trial_dir = os.path.abspath(os.path.join(args.workdir, args.study_name, "trial_%d" % trial.number))
+    os.makedirs(trial_dir, exist_ok=True)
+    # a trial number is used once per study, but the folder may survive a deleted study
+    before = set(glob.glob(os.path.join(trial_dir, "runs", "*")))
+    command = [sys.executable, args.script, "--env-id", args.env_id, "--seed", str(args.seed)]
+    command += ["--%s=%s" % (name.replace("_", "-"), value) for name, value in params.items()] + args.passthrough
+    log_path = os.path.join(trial_dir, "train.log")
+    trial.set_user_attr("log", log_path)
+    print("trial %d: %s (log: %s)" % (trial.number, ", ".join("%s=%.4g" % kv for kv in params.items()), log_path), flush=True)
+    with open(log_path, "w") as log:
+        log.write("$ %s\n" % " ".join(command))
+        log.flush()
+        code = subprocess.call(command, cwd=trial_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if code != 0:
+        raise TrialFailed("training exited with code %d; last lines of %s:\n%s" % (code, log_path, tail(log_path)))
+    new_runs = sorted(set(glob.glob(os.path.join(trial_dir, "runs", "*"))) - before)
+    if len(new_runs) != 1:
+        raise TrialFailed("expected one new run directory in %s, found %d" % (trial_dir, len(new_runs)))
+    trial.set_user_attr("run_dir", new_runs[0])
+    evals = read_evals(new_runs[0])
+    if not evals:
+        raise TrialFailed("the run logged no %s (is --total-timesteps below --eval-frequency?)" % TAG)
+    if len(evals) < args.last_evals:
+        print("warning: trial %d logged %d evaluations, fewer than --last-evals %d; scoring all of them" % (trial.number, len(evals), args.last_evals), file=sys.stderr)
+    return float(np.mean(evals[-args.last_evals :]))
+
+
+def main(argv):
+    args = parse_args(argv)
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"  # so that a crash's log tail has everything printed before it
+    # the nets are small: torch's extra threads buy little, and on a loaded machine their
+    # spin-waiting made a tiny run ~10x slower; a value the user exported is kept
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MKL_NUM_THREADS", "1")
+    sampler = optuna.samplers.TPESampler(seed=args.sampler_seed)
+    study = optuna.create_study(storage=args.storage, study_name=args.study_name, direction="maximize", sampler=sampler, load_if_exists=True)
+    # ask/tell rather than study.optimize: a failed run is an expected outcome, reported with its
+    # log tail, not an exception with a traceback
+    for _ in range(args.n_trials):
+        trial = study.ask()
+        try:
+            score = run_trial(args, trial, env)
+        except TrialFailed as e:
+            print("trial %d FAILED: %s" % (trial.number, e), file=sys.stderr, flush=True)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        except BaseException:  # Ctrl-C: do not leave the trial RUNNING in the shared study
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        study.tell(trial, score)
+        print("trial %d: score %.2f" % (trial.number, score), flush=True)
+
+    states = collections.Counter(t.state.name for t in study.trials)
+    print("\nstudy %r in %s: %s" % (args.study_name, args.storage, ", ".join("%d %s" % (n, s) for s, n in sorted(states.items()))))
+    if not states["COMPLETE"]:
+        print("error: no trial of the study has completed", file=sys.stderr)
+        return 1
+    best = study.best_trial
+    print("best trial %d: mean %s over the last %d evaluations = %.2f" % (best.number, TAG, args.last_evals, best.value))
+    for name, value in best.params.items():
+        print("  %s = %.6g" % (name, value))
+    flags = " ".join("--%s=%.6g" % (name.replace("_", "-"), value) for name, value in best.params.items())
+    print("train with: python %s --env-id %s %s" % (os.path.relpath(args.script), args.env_id, flags))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

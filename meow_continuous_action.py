@@ -126,8 +126,8 @@ def resolve_defaults(args, table=PAPER_DEFAULTS, fallback="Hopper"):
     return note
 
 
-def validate_args(args):
-    """Raise ConfigError for hyper-parameters that cannot train."""
+def validate_algorithm_args(args):
+    """Raise ConfigError for hyper-parameters of the MEow update that cannot train (both scripts)."""
     if args.alpha <= 0:
         raise ConfigError("--alpha must be > 0 (got %g)" % args.alpha)
     if args.sigma_min >= args.sigma_max:
@@ -136,16 +136,21 @@ def validate_args(args):
         raise ConfigError("--tau must be in (0, 1] (got %g)" % args.tau)
     if not 0 <= args.gamma <= 1:
         raise ConfigError("--gamma must be in [0, 1] (got %g)" % args.gamma)
+    if args.learning_rate <= 0 or args.max_grad_norm <= 0:
+        raise ConfigError("--learning-rate and --max-grad-norm must be > 0")
     if args.torch_threads < 1:
         raise ConfigError("--torch-threads must be >= 1")
+
+
+def validate_args(args):
+    """Raise ConfigError for settings that cannot train."""
+    validate_algorithm_args(args)
     if args.batch_size < 1 or args.buffer_size < 1:
         raise ConfigError("--batch-size and --buffer-size must be >= 1")
     if args.batch_size > args.buffer_size:
         raise ConfigError("--batch-size (%d) is larger than --buffer-size (%d)" % (args.batch_size, args.buffer_size))
     if args.total_timesteps < 1 or args.learning_starts < 0:
         raise ConfigError("--total-timesteps must be >= 1 and --learning-starts >= 0")
-    if args.learning_rate <= 0 or args.max_grad_norm <= 0:
-        raise ConfigError("--learning-rate and --max-grad-norm must be > 0")
     if min(args.eval_frequency, args.eval_episodes, args.log_frequency, args.checkpoint_frequency) < 1:
         raise ConfigError("--eval-frequency, --eval-episodes, --log-frequency and --checkpoint-frequency must be >= 1")
 

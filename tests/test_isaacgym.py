@@ -1,0 +1,339 @@
+"""Tests of meow_isaacgym.py: both backends, the env adapters, the normaliser, checkpoints, errors.
+
+Isaac Gym itself needs a GPU and Python 3.8, so its code path runs against a fake `isaacgym` +
+`isaacgymenvs` pair put into sys.modules, whose make() returns a small batched torch env with the
+VecTask interface.
+"""
+import ast
+import os
+import subprocess
+import sys
+import types
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import meow_isaacgym as mig
+from meow_continuous_action import load_checkpoint, save_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "meow_isaacgym.py")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Several torch processes share the 2 cores of CI: two intra-op threads each then wait on one another."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class FakeVecTask:
+    """A point pushed around a disc, batched in torch, with IsaacGymEnvs' VecTask conventions.
+
+    reset_buf starts at 1 and flagged envs are reset inside the next step; an ended episode's last
+    observation is returned at the step that ends it; extras["time_outs"] marks time-outs. Leaving the
+    disc terminates. Observations carry (episode id, step index) so tests can spot stored transitions
+    that cross two episodes.
+    """
+
+    def __init__(self, num_envs, device, max_episode_length=20, seed=0):
+        self.num_envs, self.device, self.max_episode_length = num_envs, torch.device(device), max_episode_length
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.pos = torch.zeros(num_envs, 2)
+        self.episode = torch.zeros(num_envs)
+        self.progress_buf = torch.zeros(num_envs, dtype=torch.long)
+        self.reset_buf = torch.ones(num_envs, dtype=torch.long)
+        self.obs_buf = torch.zeros(num_envs, 5)
+        self.rew_buf = torch.zeros(num_envs)
+        self.obs_dict, self.extras = {}, {}
+
+    def reset(self):
+        # like VecTask.reset: hand out the current buffer, reset nothing
+        self.obs_dict["obs"] = self.obs_buf.clone()
+        return self.obs_dict
+
+    def step(self, actions):
+        ids = self.reset_buf.nonzero(as_tuple=False).flatten()
+        if len(ids) > 0:
+            self.pos[ids] = 0.2 * torch.rand(len(ids), 2, generator=self.generator) - 0.1
+            self.progress_buf[ids] = 0
+            self.episode[ids] += 1
+        self.pos += 0.25 * actions.clamp(-1, 1).cpu()
+        self.progress_buf += 1
+        dist = self.pos.norm(dim=1)
+        self.rew_buf = 1.0 - dist
+        terminated = dist > 1.0
+        self.reset_buf = (terminated | (self.progress_buf >= self.max_episode_length - 1)).long()
+        timeout_buf = (self.progress_buf >= self.max_episode_length - 1) & (self.reset_buf != 0)
+        self.obs_buf = torch.cat([self.pos, dist[:, None], self.episode[:, None], self.progress_buf[:, None].float()], 1)
+        self.extras["time_outs"] = timeout_buf.to(self.device)
+        self.obs_dict["obs"] = self.obs_buf.to(self.device)
+        return self.obs_dict, self.rew_buf.to(self.device), self.reset_buf.to(self.device), self.extras
+
+
+@pytest.fixture
+def fake_isaacgym(monkeypatch):
+    made = []
+
+    def make(seed, task, num_envs, sim_device, rl_device, graphics_device_id=-1, headless=False,
+             multi_gpu=False, virtual_screen_capture=False, force_render=True):
+        env = FakeVecTask(num_envs, rl_device, seed=seed)
+        made.append(dict(task=task, num_envs=num_envs, sim_device=sim_device, headless=headless))
+        return env
+
+    isaacgymenvs = types.ModuleType("isaacgymenvs")
+    isaacgymenvs.make = make
+    monkeypatch.setitem(sys.modules, "isaacgym", types.ModuleType("isaacgym"))
+    monkeypatch.setitem(sys.modules, "isaacgymenvs", isaacgymenvs)
+    return made
+
+
+class Counter(gym.Env):
+    """obs = (episode id, step index); odd episodes terminate at step 5, the rest time out (TimeLimit 7)."""
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float64)
+        self.action_space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+        self.episode, self.t = -1, 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode += 1
+        self.t = 0
+        return np.array([self.episode, self.t], dtype=np.float64), {}
+
+    def step(self, action):
+        assert -2.0 <= float(action[0]) <= 2.0
+        self.t += 1
+        terminated = self.episode % 2 == 1 and self.t == 5
+        return np.array([self.episode, self.t], dtype=np.float64), 1.0, terminated, False, {}
+
+
+gym.register("MeowTestCounter-v0", entry_point=Counter, max_episode_steps=7)
+
+
+def isaac_args(**kw):
+    base = dict(env_backend="isaacgym", task="Ant", num_envs=16, sim_device="cpu", rl_device="cpu", headless=True,
+                total_timesteps=16 * 240, batch_size=64, learning_starts=20, eval_frequency=1600, eval_episodes=4,
+                log_frequency=640)
+    base.update(kw)
+    return mig.Args(**base)
+
+
+def scalar_tags(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(run_dir)
+    acc.Reload()
+    return acc
+
+
+def only_run_dir(tmp_path):
+    runs = os.listdir(tmp_path / "runs")
+    assert len(runs) == 1
+    return str(tmp_path / "runs" / runs[0])
+
+
+def stored(rb):
+    """The stored rows as numpy (obs, actions, rewards, next_obs, terminated, valid)."""
+    rows = rb.data[: rb.size].numpy()
+    obs, actions, rewards, next_obs, terminated = np.split(rows, np.cumsum(rb.widths)[:-1], axis=1)
+    return obs, actions, rewards[:, 0], next_obs, terminated[:, 0], rb.valid[: rb.size].numpy()
+
+
+# ----------------------------------------------------------------------------------- python 3.8
+def test_isaac_files_stay_python38():
+    """Isaac Gym Preview 4 runs on Python 3.8: these files (and the one they import) must stay valid there."""
+    for name in ("meow_isaacgym.py", "flow_layers.py", "meow_continuous_action.py"):
+        tree = ast.parse(open(os.path.join(ROOT, name)).read(), filename=name, feature_version=(3, 8))
+        for node in ast.walk(tree):
+            annotations = []
+            if isinstance(node, ast.AnnAssign):
+                annotations.append(node.annotation)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                annotations += [a.annotation for a in node.args.args + node.args.kwonlyargs if a.annotation] + [node.returns]
+            for ann in filter(None, annotations):
+                for sub in ast.walk(ann):
+                    assert not (isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.BitOr)), "%s:%d: X | Y annotation" % (name, sub.lineno)
+                    assert not (isinstance(sub, ast.Subscript) and isinstance(sub.value, ast.Name) and sub.value.id in ("list", "dict", "tuple", "set", "type")), "%s:%d: builtin generic" % (name, sub.lineno)
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in ("removeprefix", "removesuffix"), "%s:%d: str.%s is 3.9+" % (name, node.lineno, node.attr)
+    # torch APIs newer than 1.13 with no fallback
+    for name in ("meow_isaacgym.py", "flow_layers.py"):
+        src = open(os.path.join(ROOT, name)).read()
+        for api in ("torch.compile(", "torch.func", "torch.export", "set_default_device", "torch.nn.attention"):
+            assert api not in src, "%s uses %s (torch > 1.13)" % (name, api)
+
+
+# ----------------------------------------------------------------------------------- adapters
+def check_stored_transitions(rb, episode_col, step_col, terminal):
+    """Real rows stay inside one episode and advance its step index by one; masked rows are exactly those
+    that leave an ended episode; `terminal(episode, step)` (if given) says which real rows are terminal."""
+    rows = stored(rb)
+    obs, next_obs, terminated, valid = rows[0], rows[3], rows[4], rows[5]
+    real = valid == 1
+    assert np.all(next_obs[real, episode_col] == obs[real, episode_col])
+    assert np.all(next_obs[real, step_col] == obs[real, step_col] + 1)
+    assert np.all(next_obs[~real, episode_col] != obs[~real, episode_col])
+    if terminal is not None:
+        expected = [terminal(e, t) for e, t in zip(next_obs[real, episode_col], next_obs[real, step_col])]
+        assert np.array_equal(terminated[real], np.array(expected, dtype=np.float32))
+    return rows
+
+
+@pytest.mark.parametrize("bootstrap_timeouts", [True, False])
+def test_gymnasium_adapter_splits_timeouts_and_stores_no_cross_episode_transition(bootstrap_timeouts):
+    args = mig.Args(env_backend="gymnasium", env_id="MeowTestCounter-v0")
+    envs = mig.make_env(args, 3, seed=0, device=torch.device("cpu"))
+    rb = mig.MaskedReplayBuffer(100, 3, 2, 1, torch.device("cpu"))
+    obs, dones = envs.reset()
+    assert not dones.any()  # gymnasium's reset observations are real first states
+    ends = []
+    for _ in range(40):
+        obs, dones = mig.step_and_store(envs, rb, obs, dones, torch.rand(3, 1) * 2 - 1, bootstrap_timeouts)
+        # an ended episode hands back its own last observation (Isaac semantics), not the next one's first
+        assert np.all(obs.numpy()[dones.numpy(), 1] >= 5)
+        ends.append(obs.numpy()[dones.numpy(), 1])
+    envs.close()
+    ends = np.concatenate(ends)
+    assert np.any(ends == 5) and np.any(ends == 7)  # both terminations and time-outs happened
+
+    def terminal(episode, step):  # a time-out is terminal only when time-outs are treated as terminal
+        return (episode % 2 == 1 and step == 5) or (not bootstrap_timeouts and step == 7)
+
+    check_stored_transitions(rb, 0, 1, terminal)
+    # exactly one step per restart is masked out: the one after each episode end but the last step's
+    assert int((rb.valid[: rb.size] == 0).sum()) == len(ends) - int(dones.sum())
+
+
+def test_isaacgym_adapter_masks_restart_steps(fake_isaacgym):
+    isaacgymenvs = mig.import_isaacgymenvs()
+    envs = mig.IsaacGymEnv(isaacgymenvs.make(0, "Ant", 8, "cpu", "cpu"), torch.device("cpu"))
+    rb = mig.MaskedReplayBuffer(200, 8, 5, 2, torch.device("cpu"))
+    obs, dones = envs.reset()
+    assert dones.all()  # a new VecTask resets every env during its first step
+    for _ in range(120):
+        obs, dones = mig.step_and_store(envs, rb, obs, dones, torch.rand(8, 2) * 2 - 1, bootstrap_timeouts=True)
+    valid = rb.valid[: rb.size].numpy()
+    assert valid[:8].sum() == 0  # the first step leaves the zero observations of an unstarted VecTask
+    # leaving the disc (distance > 1) terminates and does not bootstrap; a time-out (step 19) does, and wins
+    # over a termination in the same step, as IsaacGymEnvs' time_outs say
+    _, _, _, next_obs, terminated, _ = check_stored_transitions(rb, 3, 4, None)
+    real = valid == 1
+    dist, step, terminated = next_obs[real, 2], next_obs[real, 4], terminated[real]
+    assert np.array_equal(terminated, ((dist > 1.0) & (step < 19)).astype(np.float32))
+    assert np.any(terminated == 1) and np.any(step == 19)
+
+
+# ----------------------------------------------------------------------------------- normaliser
+def test_running_mean_std_matches_numpy_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    rms = mig.RunningMeanStd(3)
+    kept = []
+    for i in range(30):
+        x = rng.normal(loc=[1.0, -2.0, 5.0], scale=[0.5, 3.0, 10.0], size=(int(rng.integers(1, 50)), 3)).astype(np.float32)
+        mask = rng.random(len(x)) < 0.8
+        rms.update(torch.as_tensor(x), torch.as_tensor(mask))
+        kept.append(x[mask])
+    kept = np.concatenate(kept).astype(np.float64)
+    np.testing.assert_allclose(rms.mean.numpy(), kept.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(rms.var.numpy(), kept.var(0), rtol=1e-5, atol=1e-5)
+    assert abs(float(rms.count) - len(kept)) < 1e-3
+
+    path = str(tmp_path / "checkpoint.pt")
+    save_checkpoint(path, {"model": {}, "args": {}, "obs_rms": rms.state_dict()})
+    restored = mig.RunningMeanStd(3)
+    restored.load_state_dict(load_checkpoint(path)["obs_rms"])
+    probe = torch.as_tensor(rng.normal(size=(10, 3)).astype(np.float32))
+    assert torch.equal(restored(probe), rms(probe))
+    assert restored(probe).dtype == torch.float32 and float(restored(probe * 1e6).abs().max()) <= restored.clip
+
+
+# ----------------------------------------------------------------------------------- end to end
+def test_isaacgym_backend_trains_checkpoints_resumes_and_evaluates(fake_isaacgym, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    mig.main(isaac_args(task="Point", save_model=True, save_buffer=True, checkpoint_frequency=1600))
+    assert fake_isaacgym[0] == dict(task="Point", num_envs=16, sim_device="cpu", headless=True)
+    run_dir = only_run_dir(tmp_path)
+    out = capsys.readouterr().out
+    assert "no paper defaults for Point" in out and "step 3840/3840" in out
+    acc = scalar_tags(run_dir)
+    for tag in ("charts/episodic_return", "charts/episodic_length", "charts/SPS", "losses/qf_loss", "eval/return"):
+        assert tag in acc.Tags()["scalars"], tag
+    assert "hyperparameters" in "".join(acc.Tags()["tensors"])
+    lengths = [e.value for e in acc.Scalars("charts/episodic_length")]
+    assert all(1 <= x <= 20 for x in lengths)
+
+    ckpt = load_checkpoint(os.path.join(run_dir, "checkpoint.pt"))
+    assert ckpt["step"] == 3200 and ckpt["iteration"] == 200 and ckpt["buffer"]["size"] == 3200
+    # the normaliser counted the observation of every stored transition, and only those
+    assert abs(float(ckpt["obs_rms"]["count"]) - float(ckpt["buffer"]["valid"].sum())) < 1e-2
+
+    mig.main(mig.Args(resume=os.path.join(run_dir, "checkpoint.pt"), total_timesteps=16 * 260, sim_device="cpu", rl_device="cpu"))
+    out = capsys.readouterr().out
+    assert "resuming" in out and "step 4160/4160" in out
+    assert len(fake_isaacgym) == 2
+
+    returns = mig.main(mig.Args(eval_checkpoint=os.path.join(run_dir, "meow_isaacgym.pt"), sim_device="cpu", rl_device="cpu", eval_episodes=3))
+    assert len(returns) == 3 and all(np.isfinite(returns))
+    assert fake_isaacgym[-1]["num_envs"] == 3
+    assert "eval return" in capsys.readouterr().out
+
+
+def test_gymnasium_backend_trains_hopper_with_4_envs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    mig.main(mig.Args(env_backend="gymnasium", env_id="Hopper-v4", num_envs=4, total_timesteps=4 * 250, batch_size=64,
+                      learning_starts=50, eval_frequency=500, eval_episodes=2, log_frequency=200, save_model=True))
+    run_dir = only_run_dir(tmp_path)
+    acc = scalar_tags(run_dir)
+    for tag in ("charts/episodic_return", "charts/SPS", "losses/qf_loss", "eval/return"):
+        assert tag in acc.Tags()["scalars"], tag
+    assert np.isfinite([e.value for e in acc.Scalars("losses/qf_loss")]).all()
+    out = capsys.readouterr().out
+    assert "no paper defaults for Hopper" in out
+    returns = mig.main(mig.Args(eval_checkpoint=os.path.join(run_dir, "meow_isaacgym.pt"), eval_episodes=2))
+    assert len(returns) == 2
+
+
+# ----------------------------------------------------------------------------------- errors
+def test_missing_isaacgym_is_one_line_and_nonzero(tmp_path):
+    # the script as run from a shell, on a machine where `import isaacgym` fails
+    code = "import runpy, sys; sys.modules['isaacgym'] = None; sys.argv = %r; runpy.run_path(%r, run_name='__main__')" % (
+        [SCRIPT, "--task", "Ant"], SCRIPT)
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "Isaac Gym Preview 4" in lines[0] and "IsaacGymEnvs" in lines[0] and "--env-backend gymnasium" in lines[0]
+    assert not os.path.exists(tmp_path / "runs")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--env-backend", "gymnasium", "--env-id", "NoSuchEnv-v0"], "unknown env id"),
+        (["--env-backend", "gymnasium", "--num-envs", "0"], "--num-envs"),
+        (["--env-backend", "gymnasium", "--sigma-min", "3"], "--sigma-min"),
+        (["--env-backend", "gymnasium", "--num-envs", "2000"], "2^24"),
+        (["--env-backend", "isaacgym", "--eval-checkpoint", "missing.pt"], "no checkpoint"),
+        (["--task", "Humanoid", "--num-envs", "4"], "--env-backend gymnasium"),
+    ],
+)
+def test_bad_input_is_one_line_before_any_run_dir(tmp_path, monkeypatch, capsys, argv, message):
+    import tyro
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "isaacgym", None)  # as on a machine without Isaac Gym
+    with pytest.raises(SystemExit) as exit_info:
+        mig.main(tyro.cli(mig.Args, args=argv))
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not os.path.exists(tmp_path / "runs")

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_update.py                 # Hopper-v4 and Humanoid-v4 sizes, batch 256
     python benchmarks/bench_update.py --repeats 500 --threads 2
+    python benchmarks/bench_update.py --envs Hopper-v4 --compile --profile
 
 (1) shipped:          `make_update` from meow_continuous_action.py: one pass through the couplings,
                       reward shifts on observations only, the target value without any coupling layer,
@@ -157,6 +158,15 @@ def median_ms(update, rb, batch_size, warmup, repeats):
     return 1000 * statistics.median(times)
 
 
+def profile(update, rb, batch_size, calls=50):
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile() as prof:
+        for _ in range(calls):
+            update(rb.sample(batch_size))
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="+", default=list(SIZES), choices=list(SIZES))
@@ -165,6 +175,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the training script's default is 1)")
     parser.add_argument("--compile", action="store_true", help="also time the shipped update with --compile")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of the shipped update")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -187,6 +198,8 @@ def main():
             compiled = meow.make_update(policy, target, meow.make_optimizer(policy, 1e-3), 0.99, 0.005, 30.0, compile=True)
             row += " %.2f ms |" % median_ms(compiled, rb, args.batch_size, args.warmup, args.repeats)
         print(row, flush=True)
+        if args.profile:
+            profile(shipped, rb, args.batch_size)
 
 
 if __name__ == "__main__":

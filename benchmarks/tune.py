@@ -33,8 +33,8 @@ import numpy as np
 import optuna
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_SCRIPT = "meow_continuous_action.py"
+from run_seeds import DEFAULT_SCRIPT, fail, resolve_script, split_passthrough  # the conventions of run_seeds.py
+
 TAG = "eval/return"
 # (low, high, log scale); the paper's values (alpha 0.05-0.25, tau 1e-4-5e-3, sigma_max -0.3 or 2)
 # lie inside these ranges
@@ -51,22 +51,8 @@ class TrialFailed(Exception):
     """A trial that produced no score: Optuna records it as FAIL and the sweep continues."""
 
 
-def fail(message):
-    print("error: %s" % message, file=sys.stderr)
-    sys.exit(2)
-
-
-def resolve_script(script):
-    """The training script as an absolute path: as given, else relative to the repository root."""
-    for candidate in (script, os.path.join(REPO_ROOT, script)):
-        if os.path.isfile(candidate):
-            return os.path.abspath(candidate)
-    fail("unknown script %r (not found in the current directory nor in %s)" % (script, REPO_ROOT))
-
-
 def parse_args(argv):
-    # everything after the first `--` belongs to the training script
-    own, passthrough = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    own, passthrough = split_passthrough(argv)
     parser = argparse.ArgumentParser(
         description="Tune MEow's alpha, tau and sigma_max with Optuna; flags after `--` go to the training script.",
         usage="%(prog)s [options] [-- SCRIPT_FLAGS ...]",

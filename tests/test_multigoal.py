@@ -1,5 +1,4 @@
 """Tests of examples/multigoal.py: the task, the figure and tiny end-to-end runs (MEow and the Gaussian baseline)."""
-import dataclasses
 import importlib.util
 import os
 import re

@@ -200,6 +200,13 @@ class FlowPolicy(nn.Module):
         self.squash = TanhSquash()
         self.reward_shift = RewardShift(obs_dim, shift_hidden)
         self.half_log_2pi = 0.5 * act_dim * math.log(2 * math.pi)
+        self._dropouts = [m for m in self.modules() if isinstance(m, nn.Dropout)]  # a plain list: not registered twice
+
+    def use_dropout(self, active):
+        """Dropout on for updates, off for acting (as in the paper). The same as train()/eval() for this
+        network, whose only mode-dependent layers are dropouts, without walking its ~80 submodules (~0.5 ms)."""
+        for layer in self._dropouts:
+            layer.training = active
 
     def sample(self, obs, deterministic=False):
         """Actions in (-1, 1) and their log-probability. Deterministic pushes the prior mean (eps = 0) through the flow."""
@@ -340,7 +347,7 @@ def make_update(policy, target_policy, optimizer, gamma, tau, max_grad_norm, com
     loss_fn = maybe_compile(meow_loss, compile)
 
     def update(batch):
-        policy.train()  # dropout in the coupling nets
+        policy.use_dropout(True)
         loss = loss_fn(policy, target_policy, batch, gamma)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -571,7 +578,7 @@ def main(args):
         if global_step < args.learning_starts:
             action = env.action_space.sample()
         else:
-            policy.eval()  # act without dropout, as the paper does
+            policy.use_dropout(False)
             with torch.no_grad():
                 action, _ = sample(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])
             action = action[0].cpu().numpy()

@@ -592,7 +592,7 @@ def main(args):
         if iteration < args.learning_starts:
             actions = torch.rand(n, act_dim, device=device) * 2 - 1
         else:
-            policy.eval()  # act without dropout, as the paper does
+            policy.use_dropout(False)
             with torch.no_grad():
                 actions, _ = sample(obs_rms(obs))
         obs, dones = step_and_store(envs, rb, obs, dones, actions, args.bootstrap_timeouts)

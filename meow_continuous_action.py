@@ -368,6 +368,25 @@ def make_policy(args, obs_dim, act_dim, device):
     return FlowPolicy(obs_dim, act_dim, args.alpha, args.sigma_max, args.sigma_min).to(device)
 
 
+def make_learner(args, obs_dim, act_dim, device):
+    """The MEow network, its Polyak-averaged target copy, Adam, and the per-step update."""
+    policy = make_policy(args, obs_dim, act_dim, device)
+    target_policy = make_policy(args, obs_dim, act_dim, device).eval()
+    target_policy.load_state_dict(policy.state_dict())
+    target_policy.requires_grad_(False)
+    optimizer = make_optimizer(policy, args.learning_rate)
+    update = make_update(policy, target_policy, optimizer, args.gamma, args.tau, args.max_grad_norm, args.compile)
+    return policy, target_policy, optimizer, update
+
+
+def seed_everything(args):
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.torch_threads)
+
+
 def as_batch(*arrays, device):
     """numpy values of one env step -> float32 tensors with a leading batch dim of 1."""
     return [torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)[None] for x in arrays]
@@ -536,23 +555,14 @@ def main(args):
     if ckpt is None:
         writer.add_text("hyperparameters", hparam_table(args))
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.torch_threads)
+    seed_everything(args)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     eval_env = make_env(args.env_id, args.seed + 10_000, args.capture_video, os.path.join(run_dir, "videos"))()
     eval_env.reset(seed=args.seed + 10_000)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
 
-    policy = make_policy(args, obs_dim, act_dim, device)
-    target_policy = make_policy(args, obs_dim, act_dim, device).eval()
-    target_policy.load_state_dict(policy.state_dict())
-    target_policy.requires_grad_(False)
-    optimizer = make_optimizer(policy, args.learning_rate)
-    update = make_update(policy, target_policy, optimizer, args.gamma, args.tau, args.max_grad_norm, args.compile)
+    policy, target_policy, optimizer, update = make_learner(args, obs_dim, act_dim, device)
     sample = maybe_compile(policy.sample, args.compile)
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
 

@@ -20,7 +20,6 @@ except ImportError:
     pass
 
 import os
-import random
 import time
 from dataclasses import asdict, dataclass
 from typing import Literal, Optional
@@ -40,12 +39,12 @@ from meow_continuous_action import (
     format_eta,
     hparam_table,
     load_checkpoint,
-    make_optimizer,
+    make_learner,
     make_policy,
-    make_update,
     maybe_compile,
     rng_state,
     save_checkpoint,
+    seed_everything,
     set_rng_state,
     validate_algorithm_args,
 )
@@ -550,19 +549,10 @@ def main(args):
     if ckpt is None:
         writer.add_text("hyperparameters", hparam_table(args))
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.torch_threads)
+    seed_everything(args)
 
     n, obs_dim, act_dim = envs.num_envs, envs.obs_dim, envs.act_dim
-    policy = make_policy(args, obs_dim, act_dim, device)
-    target_policy = make_policy(args, obs_dim, act_dim, device).eval()
-    target_policy.load_state_dict(policy.state_dict())
-    target_policy.requires_grad_(False)
-    optimizer = make_optimizer(policy, args.learning_rate)
-    update = make_update(policy, target_policy, optimizer, args.gamma, args.tau, args.max_grad_norm, args.compile)
+    policy, target_policy, optimizer, update = make_learner(args, obs_dim, act_dim, device)
     sample = maybe_compile(policy.sample, args.compile)
     obs_rms = RunningMeanStd(obs_dim).to(device)
     rb = MaskedReplayBuffer(args.buffer_steps_per_env, n, obs_dim, act_dim, device)

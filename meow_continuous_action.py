@@ -379,6 +379,13 @@ def make_learner(args, obs_dim, act_dim, device):
     return policy, target_policy, optimizer, update
 
 
+def load_learner(ckpt, policy, target_policy, optimizer):
+    """Restore from a checkpoint what make_learner built."""
+    policy.load_state_dict(ckpt["model"])
+    target_policy.load_state_dict(ckpt["target"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+
+
 def seed_everything(args):
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -569,9 +576,7 @@ def main(args):
     obs, _ = env.reset(seed=args.seed)
     last_return, last_eval, loss = float("nan"), float("nan"), None
     if ckpt is not None:
-        policy.load_state_dict(ckpt["model"])
-        target_policy.load_state_dict(ckpt["target"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_learner(ckpt, policy, target_policy, optimizer)
         if ckpt.get("buffer") is not None:
             rb.load_state_dict(ckpt["buffer"])
         else:

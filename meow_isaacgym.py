@@ -39,6 +39,7 @@ from meow_continuous_action import (
     format_eta,
     hparam_table,
     load_checkpoint,
+    load_learner,
     make_learner,
     make_policy,
     maybe_compile,
@@ -559,9 +560,7 @@ def main(args):
 
     last_return, last_eval, loss = float("nan"), float("nan"), None
     if ckpt is not None:
-        policy.load_state_dict(ckpt["model"])
-        target_policy.load_state_dict(ckpt["target"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_learner(ckpt, policy, target_policy, optimizer)
         obs_rms.load_state_dict(ckpt["obs_rms"])
         if ckpt.get("buffer") is not None:
             rb.load_state_dict(ckpt["buffer"])

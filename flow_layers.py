@@ -25,6 +25,33 @@ class Swish(nn.Module):
         return x * torch.sigmoid(self.beta * x)
 
 
+def keep_mask(shape, p, device=None, dtype=None):
+    """Inverted dropout's multiplier: Bernoulli(1 - p) draws divided by 1 - p (0 or 1 / (1 - p))."""
+    return torch.rand(shape, device=device, dtype=dtype).ge_(p).mul_(1.0 / (1.0 - p))
+
+
+class Dropout(nn.Module):
+    """Inverted dropout: in training, zero each unit with probability p and scale the rest by 1 / (1 - p).
+
+    The layer draws its own keep_mask unless its network has handed it one in `mask`:
+    FlowPolicy.dropout_masks draws the masks of all its dropout layers at once, so that under
+    torch.compile they enter the compiled loss as inputs instead of being drawn inside it.
+    """
+
+    def __init__(self, p):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError("dropout probability must be in [0, 1), got %r" % (p,))
+        self.p = p
+        self.mask = None
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        mask = keep_mask(x.shape, self.p, x.device, x.dtype) if self.mask is None else self.mask
+        return x * mask
+
+
 class MLP(nn.Module):
     """Linear -> [LayerNorm] -> Swish -> [Dropout] for each hidden layer, then Linear.
 
@@ -44,7 +71,7 @@ class MLP(nn.Module):
                 layers.append(nn.LayerNorm(n_out))
             layers.append(Swish(n_out))
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
         layers.append(nn.Linear(sizes[-2], sizes[-1]))
         for layer in layers:
             if isinstance(layer, nn.Linear):

@@ -8,6 +8,7 @@ a single soft-Bellman regression of Q onto r + gamma * (1 - terminated) * V_targ
 
 Run: python meow_continuous_action.py --env-id Hopper-v4
 """
+import contextlib
 import math
 import os
 import random
@@ -24,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
-from flow_layers import MLP, AdditiveCoupling, ConditionalGaussianScale, RewardShift, TanhSquash
+from flow_layers import MLP, AdditiveCoupling, ConditionalGaussianScale, Dropout, RewardShift, TanhSquash, keep_mask
 
 
 @dataclass
@@ -191,6 +192,7 @@ class FlowPolicy(nn.Module):
         super().__init__()
         self.alpha = alpha
         self.act_dim = act_dim
+        self.hidden = hidden
         self.prior = ConditionalGaussianScale(MLP([obs_dim, hidden, hidden, act_dim], init="zero"), sigma_max, sigma_min)
         mask = (torch.arange(act_dim) % 2 == 0).float()
         self.couplings = nn.ModuleList(
@@ -200,13 +202,30 @@ class FlowPolicy(nn.Module):
         self.squash = TanhSquash()
         self.reward_shift = RewardShift(obs_dim, shift_hidden)
         self.half_log_2pi = 0.5 * act_dim * math.log(2 * math.pi)
-        self._dropouts = [m for m in self.modules() if isinstance(m, nn.Dropout)]  # a plain list: not registered twice
+        self._dropouts = [m for m in self.modules() if isinstance(m, Dropout)]  # a plain list: not registered twice
 
     def use_dropout(self, active):
         """Dropout on for updates, off for acting (as in the paper). The same as train()/eval() for this
         network, whose only mode-dependent layers are dropouts, without walking its ~80 submodules (~0.5 ms)."""
         for layer in self._dropouts:
             layer.training = active
+
+    @contextlib.contextmanager
+    def dropout_masks(self, batch_size):
+        """Inside this block the dropout layers use keep-masks for `batch_size` rows drawn in one call.
+
+        Under --compile the masks thus enter the compiled loss as inputs: drawn inside it (ATen's
+        bernoulli_ or inductor's generator) they cost ~0.9 ms of a 7.3 ms update on a CPU (measured).
+        """
+        param = next(self.parameters())
+        masks = keep_mask((len(self._dropouts), batch_size, self.hidden), self._dropouts[0].p, param.device, param.dtype)
+        for layer, mask in zip(self._dropouts, masks):
+            layer.mask = mask
+        try:
+            yield
+        finally:
+            for layer in self._dropouts:
+                layer.mask = None
 
     def sample(self, obs, deterministic=False):
         """Actions in (-1, 1) and their log-probability. Deterministic pushes the prior mean (eps = 0) through the flow."""
@@ -314,54 +333,94 @@ def meow_loss(policy, target_policy, batch, gamma):
     return F.mse_loss(q, y[:, None].expand_as(q))
 
 
-def make_optimizer(policy, lr):
+def make_optimizer(params, lr):
     """Adam, fused (one kernel for all parameters) where this torch supports it, else foreach."""
+    params = list(params)
     for kwargs in (dict(fused=True), dict(foreach=True), {}):
         try:
-            return torch.optim.Adam(policy.parameters(), lr=lr, **kwargs)
+            return torch.optim.Adam(params, lr=lr, **kwargs)
         except (RuntimeError, TypeError, ValueError):
             continue
 
 
-def maybe_compile(fn, enabled):
-    """torch.compile(fn) when asked and available; otherwise fn, with a one-line warning."""
+def flatten_parameters(module):
+    """Move every parameter of `module`, and its gradient, into one flat tensor; return that tensor.
+
+    Each parameter becomes a view of the flat tensor (and its .grad a view of the flat gradient), so
+    Adam, the gradient clip, zeroing and the Polyak average each run once over one buffer instead of
+    once per tensor (72 of them): the same arithmetic, ~0.7 ms less per update on a CPU (Hopper sizes).
+    Call it after the module is on its device; the gradient is zeroed in place from then on, never set
+    to None.
+    """
+    params = list(module.parameters())
+    flat = torch.cat([p.detach().reshape(-1) for p in params]).requires_grad_(params[0].requires_grad)
+    flat.grad = torch.zeros_like(flat) if flat.requires_grad else None
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.data = flat.data[offset : offset + n].view_as(p)
+        if flat.grad is not None:
+            p.grad = flat.grad[offset : offset + n].view_as(p)  # backward accumulates into it in place
+        offset += n
+    return flat
+
+
+def maybe_compile(fn, enabled, device="cpu"):
+    """torch.compile(fn) when asked and available; otherwise fn, with a one-line warning.
+
+    torch.compile works at the first call, so a backend that fails only then (e.g. no C++ compiler)
+    also falls back to fn, with the warning.
+    """
     if not enabled:
         return fn
     if not hasattr(torch, "compile"):
         print("warning: this torch has no torch.compile; --compile ignored", file=sys.stderr)
         return fn
-    try:
-        return torch.compile(fn, dynamic=False)
-    except Exception as e:  # the backend is unavailable on this platform
-        print("warning: torch.compile unavailable (%s); --compile ignored" % str(e).splitlines()[0], file=sys.stderr)
-        return fn
+    if torch.device(device).type == "cpu":
+        import torch._inductor.config as inductor_config
+
+        # random draws in compiled code (the action noise) come from ATen's generator, as in eager mode:
+        # the same numbers, and faster than inductor's own on a CPU (measured)
+        inductor_config.fallback_random = True
+    current = [torch.compile(fn, dynamic=False)]
+
+    def call(*args, **kwargs):
+        try:
+            return current[0](*args, **kwargs)
+        except Exception as e:
+            if current[0] is fn:
+                raise
+            print("warning: torch.compile failed (%s); --compile ignored" % str(e).strip().splitlines()[0], file=sys.stderr)
+            current[0] = fn
+            return fn(*args, **kwargs)
+
+    return call
 
 
-def make_update(policy, target_policy, optimizer, gamma, tau, max_grad_norm, compile=False):
+def make_update(policy, target_policy, lr, gamma, tau, max_grad_norm, compile=False):
     """Build the per-step update: one gradient step on the MEow loss, then the Polyak update.
 
-    Returns the loss as a device tensor: nothing here waits for the device (no .item()).
+    Flattens the parameters of both networks (see flatten_parameters) and returns (update, optimizer).
+    update(batch) returns the loss as a device tensor: nothing in it waits for the device (no .item()).
     """
-    params = list(policy.parameters())
-    target_params = list(target_policy.parameters())
-    loss_fn = maybe_compile(meow_loss, compile)
+    params = flatten_parameters(policy)
+    target_params = flatten_parameters(target_policy)
+    optimizer = make_optimizer([params], lr)
+    loss_fn = maybe_compile(meow_loss, compile, params.device)
 
     def update(batch):
         policy.use_dropout(True)
-        loss = loss_fn(policy, target_policy, batch, gamma)
-        optimizer.zero_grad(set_to_none=True)
+        with policy.dropout_masks(batch.obs.shape[0]):
+            loss = loss_fn(policy, target_policy, batch, gamma)
+        params.grad.zero_()
         loss.backward()
-        nn.utils.clip_grad_norm_(params, max_grad_norm)
+        nn.utils.clip_grad_norm_([params], max_grad_norm)
         optimizer.step()
-        with torch.no_grad():  # target <- (1 - tau) * target + tau * online
-            if hasattr(torch, "_foreach_lerp_"):
-                torch._foreach_lerp_(target_params, params, tau)
-            else:
-                for t, p in zip(target_params, params):
-                    t.lerp_(p, tau)
+        with torch.no_grad():
+            target_params.lerp_(params, tau)  # target <- (1 - tau) * target + tau * online
         return loss.detach()
 
-    return update
+    return update, optimizer
 
 
 def make_policy(args, obs_dim, act_dim, device):
@@ -374,8 +433,7 @@ def make_learner(args, obs_dim, act_dim, device):
     target_policy = make_policy(args, obs_dim, act_dim, device).eval()
     target_policy.load_state_dict(policy.state_dict())
     target_policy.requires_grad_(False)
-    optimizer = make_optimizer(policy, args.learning_rate)
-    update = make_update(policy, target_policy, optimizer, args.gamma, args.tau, args.max_grad_norm, args.compile)
+    update, optimizer = make_update(policy, target_policy, args.learning_rate, args.gamma, args.tau, args.max_grad_norm, args.compile)
     return policy, target_policy, optimizer, update
 
 
@@ -570,7 +628,7 @@ def main(args):
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
 
     policy, target_policy, optimizer, update = make_learner(args, obs_dim, act_dim, device)
-    sample = maybe_compile(policy.sample, args.compile)
+    sample = maybe_compile(policy.sample, args.compile, device)
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
 
     obs, _ = env.reset(seed=args.seed)

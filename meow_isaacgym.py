@@ -554,7 +554,7 @@ def main(args):
 
     n, obs_dim, act_dim = envs.num_envs, envs.obs_dim, envs.act_dim
     policy, target_policy, optimizer, update = make_learner(args, obs_dim, act_dim, device)
-    sample = maybe_compile(policy.sample, args.compile)
+    sample = maybe_compile(policy.sample, args.compile, device)
     obs_rms = RunningMeanStd(obs_dim).to(device)
     rb = MaskedReplayBuffer(args.buffer_steps_per_env, n, obs_dim, act_dim, device)
 

@@ -181,8 +181,8 @@ class GaussianSAC(nn.Module):
 
 def make_sac_update(agent, target, args):
     """One SAC step (critics on the soft Bellman target, then the actor), then Polyak on the critics."""
-    critic_opt = make_optimizer(agent.critics, args.learning_rate)
-    actor_opt = make_optimizer(agent.actor, args.learning_rate)
+    critic_opt = make_optimizer(agent.critics.parameters(), args.learning_rate)
+    actor_opt = make_optimizer(agent.actor.parameters(), args.learning_rate)
     alpha = agent.alpha
 
     def step(opt, module, loss):
@@ -224,8 +224,8 @@ def build_agent(args):
     if args.baseline == "gaussian":
         return agent, make_sac_update(agent, target, args)
     # MEow: the single soft-Bellman loss trains policy and critic at once, no actor loss
-    optimizer = make_optimizer(agent, args.learning_rate)
-    return agent, make_update(agent, target, optimizer, args.gamma, args.tau, args.max_grad_norm)
+    update, _ = make_update(agent, target, args.learning_rate, args.gamma, args.tau, args.max_grad_norm)
+    return agent, update
 
 
 def act(agent, obs, deterministic=False):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from flow_layers import MLP, AdditiveCoupling, ConditionalGaussianScale, RewardShift, Swish, TanhSquash
+from flow_layers import MLP, AdditiveCoupling, ConditionalGaussianScale, Dropout, RewardShift, Swish, TanhSquash
 
 OBS_DIM, ACT_DIM = 5, 3
 
@@ -110,3 +110,30 @@ def test_reward_shift_gives_two_columns_from_two_nets():
     out = shift(torch.randn(10, OBS_DIM))
     assert out.shape == (10, 2)
     assert not torch.allclose(out[:, 0], out[:, 1])
+
+
+def test_dropout_drops_a_fraction_p_and_rescales_the_rest():
+    torch.manual_seed(0)
+    layer = Dropout(0.1)
+    x = torch.rand(400, 500) + 0.5  # no zeros of its own
+    y = layer(x)
+    dropped = (y == 0).double().mean().item()
+    assert abs(dropped - 0.1) < 4 * (0.1 * 0.9 / x.numel()) ** 0.5  # 4 standard errors
+    kept = y != 0
+    assert torch.allclose(y[kept], x[kept] / 0.9)
+    assert torch.equal(layer.eval()(x), x)
+
+
+def test_dropout_gradient_flows_through_the_kept_units_only():
+    torch.manual_seed(1)
+    x = torch.randn(64, 32, requires_grad=True)
+    y = Dropout(0.3)(x)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    kept = y.detach() != 0
+    assert torch.allclose(grad[kept], torch.full_like(grad[kept], 1 / 0.7)) and torch.all(grad[~kept] == 0)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0])
+def test_dropout_rejects_a_probability_outside_zero_one(p):
+    with pytest.raises(ValueError):
+        Dropout(p)

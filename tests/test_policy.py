@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from meow_continuous_action import Batch, FlowPolicy, make_optimizer, make_update, meow_loss, soft_bellman_target
+from meow_continuous_action import Batch, FlowPolicy, flatten_parameters, make_update, maybe_compile, meow_loss, soft_bellman_target
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 from bench_update import straightforward_loss  # noqa: E402  (the benchmark's reference (2))
@@ -142,6 +142,13 @@ def test_fused_loss_equals_the_straightforward_reference():
     q, _ = policy.q_and_v(batch.obs, batch.actions)
     assert torch.allclose(q[:, 0], q1, atol=1e-5) and torch.allclose(q[:, 1], q2, atol=1e-5)
     assert torch.allclose(loss, ref, rtol=1e-5)
+    # the target's V(s') without any coupling layer = V read off its whole flow, Q - alpha * log pi
+    some_actions = torch.rand(64, 3, generator=gen) * 1.8 - 0.9
+    with torch.no_grad():
+        q_t, v_t = target.q_and_v(batch.next_obs, some_actions)
+        v_through_flow = q_t - ALPHA * target.log_prob(batch.next_obs, some_actions)[:, None]
+    assert torch.allclose(target.value(batch.next_obs), v_through_flow, atol=1e-4)
+    assert torch.allclose(v_t, target.value(batch.next_obs), atol=1e-5)
     grads = torch.autograd.grad(loss, list(policy.parameters()), allow_unused=True)
     ref_grads = torch.autograd.grad(ref, list(policy.parameters()), allow_unused=True)
     for g, r in zip(grads, ref_grads):
@@ -154,7 +161,7 @@ def test_update_lowers_the_loss_and_moves_the_target_by_tau():
     target = FlowPolicy(4, 2, ALPHA, -0.3, -5.0).eval()
     target.load_state_dict(policy.state_dict())
     target.requires_grad_(False)
-    update = make_update(policy, target, make_optimizer(policy, 1e-3), 0.99, 0.01, 30.0)
+    update, _ = make_update(policy, target, 1e-3, 0.99, 0.01, 30.0)
     batch = Batch(torch.randn(128, 4), torch.rand(128, 2) * 2 - 1, torch.randn(128), torch.randn(128, 4), torch.zeros(128))
     before = {k: v.clone() for k, v in target.state_dict().items()}
     online_before = {k: v.clone() for k, v in policy.state_dict().items()}
@@ -166,3 +173,113 @@ def test_update_lowers_the_loss_and_moves_the_target_by_tau():
     for _ in range(200):
         last = update(batch)
     assert last.item() < 0.5 * first.item()
+
+
+def policy_pair(seed=0, obs_dim=4, act_dim=2):
+    torch.manual_seed(seed)
+    policy = FlowPolicy(obs_dim, act_dim, ALPHA, -0.3, -5.0)
+    target = FlowPolicy(obs_dim, act_dim, ALPHA, -0.3, -5.0).eval()
+    target.load_state_dict(policy.state_dict())
+    target.requires_grad_(False)
+    return policy, target
+
+
+def test_flattened_parameters_and_gradients_are_views_of_one_buffer():
+    policy, _ = policy_pair()
+    policy.use_dropout(False)
+    state = {k: v.clone() for k, v in policy.state_dict().items()}
+    obs, actions = torch.randn(16, 4), torch.rand(16, 2) * 2 - 1
+    q_before = policy.q_and_v(obs, actions)[0].detach()
+    flat = flatten_parameters(policy)
+    assert flat.numel() == sum(p.numel() for p in policy.parameters())
+    assert all(torch.equal(v, policy.state_dict()[k]) for k, v in state.items())  # same values, new home
+    assert torch.equal(policy.q_and_v(obs, actions)[0].detach(), q_before)
+    policy.q_and_v(obs, actions)[0].sum().backward()
+    assert torch.equal(flat.grad, torch.cat([p.grad.reshape(-1) for p in policy.parameters()]))
+    assert flat.grad.abs().sum() > 0
+    with torch.no_grad():
+        flat.add_(1.0)  # writing the buffer writes every parameter
+    assert all(torch.equal(p, state[k] + 1.0) for k, p in policy.named_parameters())
+
+
+def test_flat_update_takes_the_same_steps_as_a_per_tensor_update():
+    """Adam, the clip and Polyak over one flat buffer are the per-tensor arithmetic, done at once."""
+    batch = Batch(torch.randn(64, 4), torch.rand(64, 2) * 2 - 1, torch.randn(64), torch.randn(64, 4), (torch.rand(64) < 0.2).float())
+    policy, target = policy_pair()
+    update, _ = make_update(policy, target, 1e-3, 0.99, 0.01, max_grad_norm=0.5)  # small clip: it binds
+    ref_policy, ref_target = policy_pair()
+    params, target_params = list(ref_policy.parameters()), list(ref_target.parameters())
+    optimizer = torch.optim.Adam(params, lr=1e-3, foreach=False)
+    for step in range(5):
+        torch.manual_seed(100 + step)  # the same dropout masks on both sides
+        loss = update(batch)
+        torch.manual_seed(100 + step)
+        ref_policy.use_dropout(True)
+        with ref_policy.dropout_masks(64):
+            ref_loss = meow_loss(ref_policy, ref_target, batch, 0.99)
+        optimizer.zero_grad()
+        ref_loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.5)
+        optimizer.step()
+        with torch.no_grad():
+            for t, p in zip(target_params, params):
+                t.mul_(0.99).add_(0.01 * p)
+        assert torch.allclose(loss, ref_loss.detach(), rtol=1e-5)
+    for (name, p), ref in zip(policy.named_parameters(), params):
+        assert torch.allclose(p, ref, atol=1e-6), name
+    for (name, t), ref in zip(target.named_parameters(), target_params):
+        assert torch.allclose(t, ref, atol=1e-6), name
+
+
+def test_compile_that_fails_at_the_first_call_falls_back_with_one_warning(monkeypatch, capsys):
+    def broken_compile(fn, **kwargs):
+        def compiled(*args):
+            raise RuntimeError("no C++ compiler found\nlong traceback")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    fn = maybe_compile(lambda x: 2 * x, True)
+    assert fn(3) == 6 and fn(4) == 8
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["warning: torch.compile failed (no C++ compiler found); --compile ignored"]
+
+
+def test_dropout_masks_are_drawn_once_used_by_every_layer_and_cleared():
+    policy, _ = policy_pair()
+    policy.use_dropout(True)
+    obs, actions = torch.randn(32, 4), torch.rand(32, 2) * 2 - 1
+    with policy.dropout_masks(32):
+        masks = [layer.mask for layer in policy._dropouts]
+        q1 = policy.q_and_v(obs, actions)[0]
+        q2 = policy.q_and_v(obs, actions)[0]
+    assert len(masks) == 8 and all(m.shape == (32, 64) for m in masks)
+    all_masks = torch.stack(masks)
+    assert torch.allclose(all_masks.unique(), torch.tensor([0.0, 1 / 0.9]))  # dropped, or kept and rescaled
+    assert abs((all_masks == 0).float().mean().item() - 0.1) < 4 * (0.1 * 0.9 / all_masks.numel()) ** 0.5
+    assert not torch.equal(masks[0], masks[1])  # one independent mask per layer
+    assert torch.equal(q1, q2)  # the same masks in both passes
+    assert all(layer.mask is None for layer in policy._dropouts)
+    q3 = policy.q_and_v(obs, actions)[0]  # outside the block each layer draws its own mask
+    assert not torch.equal(q3, q1)
+
+
+def test_compiled_loss_equals_the_eager_loss_with_fresh_masks_each_call(capsys):
+    """torch.compile must read the dropout masks as inputs of the compiled loss, not bake in the first ones."""
+    pytest.importorskip("torch._inductor")
+    policy, target = policy_pair(seed=3)
+    policy.use_dropout(True)
+    compiled = maybe_compile(meow_loss, True)
+    gen = torch.Generator().manual_seed(0)
+    batch = Batch(torch.randn(32, 4, generator=gen), torch.rand(32, 2, generator=gen) * 2 - 1, torch.randn(32, generator=gen),
+                  torch.randn(32, 4, generator=gen), (torch.rand(32, generator=gen) < 0.2).float())
+    losses = []
+    for seed in (10, 11):  # the same batch, new masks
+        torch.manual_seed(seed)
+        with policy.dropout_masks(32):
+            eager = meow_loss(policy, target, batch, 0.99)
+            fast = compiled(policy, target, batch, 0.99)
+        assert torch.allclose(fast, eager, rtol=1e-5, atol=1e-6)
+        losses.append(eager)
+    assert not torch.allclose(losses[0], losses[1])  # so the second call would have caught stale masks
+    assert "--compile ignored" not in capsys.readouterr().err  # it really ran compiled

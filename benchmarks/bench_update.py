@@ -3,18 +3,25 @@
     python benchmarks/bench_update.py                 # Hopper-v4 and Humanoid-v4 sizes, batch 256
     python benchmarks/bench_update.py --repeats 500 --threads 2
     python benchmarks/bench_update.py --envs Hopper-v4 --compile --profile
+    python benchmarks/bench_update.py --breakdown     # what each part of the network costs
 
 (1) shipped:          `make_update` from meow_continuous_action.py: one pass through the couplings,
                       reward shifts on observations only, the target value without any coupling layer,
-                      fused Adam, foreach Polyak, no host synchronisation.
+                      parameters in one flat buffer (one fused Adam, clip and Polyak step), the dropout
+                      masks of the pass drawn at once, no host synchronisation.
 (2) straightforward:  the same maths done the obvious way (as in the authors' code): the batch doubled
                       so that each half meets one reward shift, the target value also pushed through the
-                      target's couplings, per-parameter Polyak, default Adam, and `loss.item()` every step.
+                      target's couplings, `train()` each step, per-parameter Polyak, default Adam, and
+                      `loss.item()` every step.
 (3) SAC:              the usual SAC update (actor 256x256 tanh-Gaussian, twin critics 256x256, target
                       critics, autotuned temperature), one actor and critic step per call.
 Prints the median milliseconds per update over --repeats calls after --warmup calls, and the ratios.
+--breakdown also times (1) with one part of the network removed at a time (in both the online and the
+target network): the difference is what that part costs, forward and backward. torch.profiler's
+per-operator times (--profile) inflate the many small element-wise operators several times over.
 """
 import argparse
+import contextlib
 import math
 import os
 import statistics
@@ -27,6 +34,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import meow_continuous_action as meow  # noqa: E402
+from flow_layers import Dropout, Swish  # noqa: E402
 
 SIZES = {"Hopper-v4": (11, 3), "Humanoid-v4": (376, 17)}
 
@@ -52,7 +60,8 @@ def straightforward_loss(policy, target, batch, gamma):
     return F.mse_loss(q, torch.cat([y, y])), q[:n], q[n:]
 
 
-def make_straightforward_update(policy, target, gamma=0.99, tau=0.005, max_grad_norm=30.0, lr=1e-3):
+def make_straightforward_update(policy, target, lr=1e-3, gamma=0.99, tau=0.005, max_grad_norm=30.0, compile=False):
+    """The same signature and return value as meow.make_update (compile is ignored)."""
     optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
 
     def update(batch):
@@ -67,7 +76,7 @@ def make_straightforward_update(policy, target, gamma=0.99, tau=0.005, max_grad_
         loss.item()  # the host waits for the device every step (as a loop that reads the loss each step)
         return loss.detach()
 
-    return update
+    return update, optimizer
 
 
 # ----------------------------------------------------------------------------- (3) SAC
@@ -146,16 +155,49 @@ def random_buffer(obs_dim, act_dim, n=20_000):
     return rb
 
 
-def median_ms(update, rb, batch_size, warmup, repeats):
-    for _ in range(warmup):
-        update(rb.sample(batch_size))
-    times = []
-    for _ in range(repeats):
-        batch = rb.sample(batch_size)
-        start = time.perf_counter()
-        update(batch)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+def median_ms(updates, rb, batch_size, warmup, repeats, block=10):
+    """Median milliseconds per call of each update in `updates` (a dict), timed in interleaved blocks of
+    `block` calls so that a slower or faster spell of the machine falls on all of them alike."""
+    for update in updates.values():
+        for _ in range(warmup):
+            update(rb.sample(batch_size))
+    times = {name: [] for name in updates}
+    for _ in range(max(1, repeats // block)):
+        for name, update in updates.items():
+            for _ in range(block):
+                batch = rb.sample(batch_size)
+                start = time.perf_counter()
+                update(batch)
+                times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+
+
+def without(part, obs_dim, act_dim):
+    """The shipped update of a MEow network from which `part` is removed (an ablation for timing only)."""
+    policy, target = make_meow(obs_dim, act_dim)
+    identity = lambda x: x  # noqa: E731
+    for net in (policy, target):
+        for module in net.modules():
+            if part == "Swish activations" and isinstance(module, Swish) or part == "LayerNorms" and isinstance(module, nn.LayerNorm):
+                module.forward = identity
+            if part == "dropout (masks and products)" and isinstance(module, Dropout):
+                module.p = 0.0
+        if part == "dropout (masks and products)":
+            net.dropout_masks = lambda batch_size: contextlib.nullcontext()
+        if part == "reward-shift nets b_k(s)":
+            net.reward_shift.forward = lambda obs: obs.new_zeros(obs.shape[0], 2)
+    return meow.make_update(policy, target, 1e-3, 0.99, 0.005, 30.0)[0]
+
+
+def breakdown(obs_dim, act_dim, rb, args):
+    parts = ["reward-shift nets b_k(s)", "Swish activations", "dropout (masks and products)", "LayerNorms"]
+    updates = {"nothing": meow.make_update(*make_meow(obs_dim, act_dim), 1e-3, 0.99, 0.005, 30.0)[0]}
+    updates.update((part, without(part, obs_dim, act_dim)) for part in parts)
+    ms = median_ms(updates, rb, args.batch_size, args.warmup, args.repeats)
+    print("\n| (1) without | ms per update | cost of the part |\n|---|---|---|")
+    for name, t in ms.items():
+        print("| %s | %.2f | %s |" % (name, t, "-" if name == "nothing" else "%.2f ms (%.0f%%)" % (ms["nothing"] - t, 100 * (ms["nothing"] - t) / ms["nothing"])))
+    print("(the Swish activations include those of the reward-shift nets, so the parts overlap)\n")
 
 
 def profile(update, rb, batch_size, calls=50):
@@ -176,30 +218,33 @@ def main():
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the training script's default is 1)")
     parser.add_argument("--compile", action="store_true", help="also time the shipped update with --compile")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of the shipped update")
+    parser.add_argument("--breakdown", action="store_true", help="also time the shipped update without each part of the network")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    print("torch %s, %d thread(s), batch %d, median of %d updates after %d warm-up" % (torch.__version__, args.threads, args.batch_size, args.repeats, args.warmup))
+    print("torch %s, %d thread(s), batch %d, median of %d updates after %d warm-up, variants interleaved in blocks of 10" % (torch.__version__, args.threads, args.batch_size, args.repeats, args.warmup))
     print("| sizes | (1) MEow shipped | (2) MEow straightforward | (3) SAC | (1)/(2) | (1)/(3) |" + (" (1) compiled |" if args.compile else ""))
     print("|---|---|---|---|---|---|" + ("---|" if args.compile else ""))
     for env_id in args.envs:
         obs_dim, act_dim = SIZES[env_id]
         rb = random_buffer(obs_dim, act_dim)
-        policy, target = make_meow(obs_dim, act_dim)
-        shipped = meow.make_update(policy, target, meow.make_optimizer(policy, 1e-3), 0.99, 0.005, 30.0)
-        t1 = median_ms(shipped, rb, args.batch_size, args.warmup, args.repeats)
-        policy, target = make_meow(obs_dim, act_dim)
-        t2 = median_ms(make_straightforward_update(policy, target), rb, args.batch_size, args.warmup, args.repeats)
-        t3 = median_ms(make_sac_update(obs_dim, act_dim), rb, args.batch_size, args.warmup, args.repeats)
+        updates = {}
+        updates["shipped"], _ = meow.make_update(*make_meow(obs_dim, act_dim), 1e-3, 0.99, 0.005, 30.0)
+        updates["straightforward"], _ = make_straightforward_update(*make_meow(obs_dim, act_dim))
+        updates["sac"] = make_sac_update(obs_dim, act_dim)
+        if args.compile:
+            updates["compiled"], _ = meow.make_update(*make_meow(obs_dim, act_dim), 1e-3, 0.99, 0.005, 30.0, compile=True)
+        ms = median_ms(updates, rb, args.batch_size, args.warmup, args.repeats)
+        t1, t2, t3 = ms["shipped"], ms["straightforward"], ms["sac"]
         row = "| %s (obs %d, act %d) | %.2f ms | %.2f ms | %.2f ms | %.2f | %.2f |" % (env_id, obs_dim, act_dim, t1, t2, t3, t1 / t2, t1 / t3)
         if args.compile:
-            policy, target = make_meow(obs_dim, act_dim)
-            compiled = meow.make_update(policy, target, meow.make_optimizer(policy, 1e-3), 0.99, 0.005, 30.0, compile=True)
-            row += " %.2f ms |" % median_ms(compiled, rb, args.batch_size, args.warmup, args.repeats)
+            row += " %.2f ms |" % ms["compiled"]
         print(row, flush=True)
+        if args.breakdown:
+            breakdown(obs_dim, act_dim, rb, args)
         if args.profile:
-            profile(shipped, rb, args.batch_size)
+            profile(updates["shipped"], rb, args.batch_size)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""End-to-end tests of benchmarks/run_seeds.py, plot.py and tune.py on tiny real training runs.
+"""End-to-end tests of the benchmarks/ tools on tiny real runs (speed is printed by the speed benchmarks, never asserted).
 
 Every tool runs as a subprocess in a temporary directory, so nothing is written to the repository.
 """
@@ -131,3 +131,24 @@ def test_tune_marks_failed_trial_as_failed(tmp_path):
     assert "--gamma must be in [0, 1]" in result.stderr  # the log tail
     study = optuna.load_study(study_name="bad", storage=storage)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+
+
+def test_bench_update_prints_every_variant_and_the_ratios(tmp_path):
+    result = run_tool("bench_update.py", ["--envs", "Hopper-v4", "--warmup", "2", "--repeats", "20"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, rows = markdown_rows(result.stdout)
+    assert [row["sizes"] for row in rows] == ["Hopper-v4 (obs 11, act 3)"]
+    times = [float(rows[0][column].split()[0]) for column in header[1:4]]
+    ratios = [float(rows[0][column]) for column in header[4:6]]
+    assert all(t > 0 for t in times)
+    assert abs(ratios[0] - times[0] / times[1]) < 0.01 and abs(ratios[1] - times[0] / times[2]) < 0.01  # printed to 2 decimals
+
+
+def test_bench_loop_times_the_training_loop_of_each_variant(tmp_path):
+    args = ["--learning-starts", "100", "--warmup-steps", "100", "--steps", "200", "--variants", "shipped", "straightforward"]
+    result = run_tool("bench_loop.py", args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, rows = markdown_rows(result.stdout)
+    assert [row["update"] for row in rows] == ["shipped", "straightforward"]
+    assert all(float(row["training SPS"]) > 0 for row in rows)
+    assert os.listdir(tmp_path) == []  # the runs went to a temporary directory

@@ -572,9 +572,19 @@ def setup(args):
     return note
 
 
+def check_resumable(ckpt, path):
+    """Raise ConfigError unless `ckpt` is a training checkpoint this version can continue (both scripts)."""
+    if "optimizer" not in ckpt or "step" not in ckpt:
+        raise ConfigError("%s is a saved model, not a checkpoint.pt to resume (--eval-checkpoint evaluates it)" % path)
+    if [len(group["params"]) for group in ckpt["optimizer"]["param_groups"]] != [1]:
+        raise ConfigError("%s holds one Adam state per tensor (written before the flat parameter buffer): this version "
+                          "cannot resume it (--eval-checkpoint still evaluates it)" % path)
+
+
 def resume_args(args):
     """--resume: the checkpoint's args, except an explicit --total-timesteps (to extend a run)."""
     ckpt = load_checkpoint(args.resume)
+    check_resumable(ckpt, args.resume)
     resumed = Args(**ckpt["args"])
     if args.total_timesteps is not None:
         resumed.total_timesteps = args.total_timesteps

@@ -35,6 +35,7 @@ from meow_continuous_action import (
     ConfigError,
     ReplayBuffer,
     check_env_id,
+    check_resumable,
     fail,
     format_eta,
     hparam_table,
@@ -499,6 +500,7 @@ def evaluate_checkpoint(args):
 def resume_args(args):
     """--resume: the checkpoint's args (this machine's devices), except an explicit --total-timesteps (to extend a run)."""
     ckpt = load_checkpoint(args.resume)
+    check_resumable(ckpt, args.resume)
     resumed = checkpoint_args(ckpt, args.resume, args)
     if args.total_timesteps is not None:
         resumed.total_timesteps = args.total_timesteps

@@ -193,3 +193,18 @@ def test_bad_input_fails_with_one_clear_line_and_writes_nothing(tmp_path, flags,
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "runs")
+
+
+def test_resuming_a_model_file_or_a_per_tensor_optimizer_checkpoint_fails_with_one_line(hopper_run, tmp_path):
+    _, run_dir, _ = hopper_run
+    model_file = os.path.join(run_dir, "meow_continuous_action.pt")
+    old = torch.load(model_file, weights_only=False)
+    old.update(step=100, optimizer={"state": {}, "param_groups": [{"lr": 1e-3, "params": list(range(72))}]})
+    old_file = str(tmp_path / "old_checkpoint.pt")
+    torch.save(old, old_file)
+    for path, message in ((model_file, "is a saved model, not a checkpoint.pt"), (old_file, "one Adam state per tensor")):
+        result = run_script(["--resume", path], tmp_path, timeout=120)
+        lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+        assert "Traceback" not in result.stderr
+    assert not os.path.exists(tmp_path / "runs")

@@ -373,16 +373,22 @@ def maybe_compile(fn, enabled, device="cpu"):
     """
     if not enabled:
         return fn
-    if not hasattr(torch, "compile"):
-        print("warning: this torch has no torch.compile; --compile ignored", file=sys.stderr)
+    def ignored(reason):
+        print("warning: %s; --compile ignored" % reason, file=sys.stderr)
         return fn
-    if torch.device(device).type == "cpu":
-        import torch._inductor.config as inductor_config
 
-        # random draws in compiled code (the action noise) come from ATen's generator, as in eager mode:
-        # the same numbers, and faster than inductor's own on a CPU (measured)
-        inductor_config.fallback_random = True
-    current = [torch.compile(fn, dynamic=False)]
+    if not hasattr(torch, "compile"):
+        return ignored("this torch has no torch.compile")
+    try:
+        if torch.device(device).type == "cpu":
+            import torch._inductor.config as inductor_config
+
+            # random draws in compiled code (the action noise) come from ATen's generator, as in eager
+            # mode: the same numbers, and faster than inductor's own on a CPU (measured)
+            inductor_config.fallback_random = True
+        current = [torch.compile(fn, dynamic=False)]
+    except Exception as e:  # the backend is unavailable on this platform
+        return ignored("torch.compile unavailable (%s)" % str(e).strip().splitlines()[0])
 
     def call(*args, **kwargs):
         try:
@@ -390,8 +396,7 @@ def maybe_compile(fn, enabled, device="cpu"):
         except Exception as e:
             if current[0] is fn:
                 raise
-            print("warning: torch.compile failed (%s); --compile ignored" % str(e).strip().splitlines()[0], file=sys.stderr)
-            current[0] = fn
+            current[0] = ignored("torch.compile failed (%s)" % str(e).strip().splitlines()[0])
             return fn(*args, **kwargs)
 
     return call

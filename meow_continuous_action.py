@@ -1,12 +1,25 @@
 """MEow: Maximum-Entropy RL via an Energy-Based Normalizing Flow (Chao et al., NeurIPS 2024,
 arXiv 2405.13629), for continuous-action gymnasium tasks (MuJoCo).
 
-One conditional normalizing flow is both the policy and the critic: read as an energy-based
-model, its unnormalised log-density is the soft Q-function and its state-only normaliser is
-the soft value, so Q(s, a) - V(s) = alpha * log pi(a|s) with V computed exactly. Training is
-a single soft-Bellman regression of Q onto r + gamma * (1 - terminated) * V_target(s').
+One conditional normalizing flow is both the policy and the critic. Read as an energy-based model,
+its unnormalised log-density is the soft Q-function and its state-only normaliser is the soft value,
+so V is exact (no Monte Carlo) and one regression trains policy and critic at once. The equations,
+named where the code computes them:
+
+  (E1) flow        a = tanh(z_K), z_k = z_{k-1} + t_k(masked z_{k-1}, s), z_0 = sigma(s) * eps, eps ~ N(0, I)
+                   log sigma(s) = sigma_min + (sigma_max - sigma_min) * (tanh(h(s)) + 1) / 2
+  (E2) log-density log pi(a|s) = energy(s, a) - log Z(s),
+                   energy = -|eps|^2 / 2 - sum_j log(1 - a_j^2),  log Z = sum_j log sigma_j(s) + d/2 log 2 pi
+  (E3) soft Q      Q_k(s, a) = alpha * (b_k(s) + energy(s, a))         (b_1, b_2: learnable reward shifts)
+  (E4) soft V      V_k(s) = alpha * (b_k(s) + log Z(s)) = alpha log int exp(Q_k(s, a) / alpha) da
+  (E5) target      y = r + gamma * (1 - terminated) * min_k V_target,k(s')
+  (E6) loss        L = mean over the batch and k of (Q_k(s, a) - y)^2
+  (E7) Polyak      theta_target <- (1 - tau) * theta_target + tau * theta
 
 Run: python meow_continuous_action.py --env-id Hopper-v4
+The file reads top to bottom as the method: arguments, the env, the network, the target and loss,
+the update, the replay buffer, the loop. Support code that is not the method (flag checks, threads
+and compiling, checkpoints, console) follows the loop in its own section.
 """
 import contextlib
 import math
@@ -14,8 +27,8 @@ import os
 import random
 import sys
 import time
-from collections import namedtuple
-from dataclasses import asdict, dataclass
+from collections import deque, namedtuple
+from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import gymnasium as gym
@@ -38,18 +51,18 @@ class Args:
     """if toggled, sets `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """if toggled, use a CUDA GPU when one is available (the CPU otherwise)"""
-    torch_threads: int = 1
-    """CPU threads of torch ops (the nets are small: one thread is fastest and lets runs share the cores)"""
-    compile: bool = False
-    """if toggled, wrap the loss and action sampling with `torch.compile` (falls back with a warning)"""
+    torch_threads: Optional[int] = None
+    """CPU threads of torch ops (default: $OMP_NUM_THREADS if set, else this machine's cores, at most 2: more did not help)"""
+    compile: bool = True
+    """torch.compile the update and the action sampling, in runs of at least 20,000 updates (shorter runs would spend more time compiling than they save); --no-compile: eager"""
     track: bool = False
-    """if toggled, log the run to Weights & Biases (needs `pip install wandb`)"""
+    """if toggled, log the run to Weights & Biases (needs `pip install wandb`; WANDB_MODE=offline works without network)"""
     wandb_project_name: str = "meow"
     """the Weights & Biases project name"""
     wandb_entity: Optional[str] = None
     """the Weights & Biases entity (team)"""
     capture_video: bool = False
-    """if toggled, record videos of the evaluation episodes into runs/{run_name}/videos (needs `pip install moviepy`)"""
+    """if toggled, record the first episode of each evaluation to runs/{run_name}/videos/step-{step}.mp4 (headless machines render with EGL)"""
     save_model: bool = False
     """if toggled, save the weights and args to runs/{run_name}/{exp_name}.pt at the end, and resumable checkpoints on the way"""
     checkpoint_frequency: int = 100_000
@@ -93,7 +106,7 @@ class Args:
     eval_episodes: int = 10
     """episodes per evaluation (on a separate test environment)"""
     log_frequency: int = 1_000
-    """read losses from the device and log them (TensorBoard and console) every this many steps"""
+    """read losses and diagnostics from the device, check them, and log them (TensorBoard and console) every this many steps"""
 
 
 # The paper's per-environment hyper-parameters (its Table of MuJoCo settings):
@@ -107,83 +120,30 @@ PAPER_DEFAULTS = {
 }
 
 
-class ConfigError(ValueError):
-    """Bad user input: reported as one line on stderr, before anything is written."""
-
-
-def resolve_defaults(args, table=PAPER_DEFAULTS, fallback="Hopper"):
-    """Fill every hyper-parameter left as None with the paper's value for the task.
-
-    Returns a note when the task is not in the table (its defaults then come from `fallback`).
-    """
-    name = args.env_id.split("-v")[0]
-    note = None
-    if name not in table:
-        note = "note: no paper defaults for %s; using the %s values for unset hyper-parameters" % (args.env_id, fallback)
-        name = fallback
-    for key, value in table[name].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return note
-
-
-def validate_algorithm_args(args):
-    """Raise ConfigError for hyper-parameters of the MEow update that cannot train (both scripts)."""
-    if args.alpha <= 0:
-        raise ConfigError("--alpha must be > 0 (got %g)" % args.alpha)
-    if args.sigma_min >= args.sigma_max:
-        raise ConfigError("--sigma-min must be < --sigma-max (got %g >= %g)" % (args.sigma_min, args.sigma_max))
-    if not 0 < args.tau <= 1:
-        raise ConfigError("--tau must be in (0, 1] (got %g)" % args.tau)
-    if not 0 <= args.gamma <= 1:
-        raise ConfigError("--gamma must be in [0, 1] (got %g)" % args.gamma)
-    if args.learning_rate <= 0 or args.max_grad_norm <= 0:
-        raise ConfigError("--learning-rate and --max-grad-norm must be > 0")
-    if args.torch_threads < 1:
-        raise ConfigError("--torch-threads must be >= 1")
-
-
-def validate_args(args):
-    """Raise ConfigError for settings that cannot train."""
-    validate_algorithm_args(args)
-    if args.batch_size < 1 or args.buffer_size < 1:
-        raise ConfigError("--batch-size and --buffer-size must be >= 1")
-    if args.batch_size > args.buffer_size:
-        raise ConfigError("--batch-size (%d) is larger than --buffer-size (%d)" % (args.batch_size, args.buffer_size))
-    if args.total_timesteps < 1 or args.learning_starts < 0:
-        raise ConfigError("--total-timesteps must be >= 1 and --learning-starts >= 0")
-    if min(args.eval_frequency, args.eval_episodes, args.log_frequency, args.checkpoint_frequency) < 1:
-        raise ConfigError("--eval-frequency, --eval-episodes, --log-frequency and --checkpoint-frequency must be >= 1")
-
-
-def check_env_id(env_id):
-    if env_id not in gym.registry:
-        raise ConfigError("unknown env id %r: not registered in gymnasium (e.g. Hopper-v4, HalfCheetah-v4, Ant-v5)" % env_id)
-
-
-def make_env(env_id, seed, capture_video=False, video_dir=None):
+def make_env(env_id, seed, render=False):
     """A thunk that builds one env with actions rescaled to [-1, 1] and episode statistics."""
 
     def thunk():
         try:
-            env = gym.make(env_id, render_mode="rgb_array") if capture_video else gym.make(env_id)
+            env = gym.make(env_id, render_mode="rgb_array") if render else gym.make(env_id)
         except gym.error.DependencyNotInstalled as e:
             raise ConfigError("%s needs a missing dependency: %s" % (env_id, str(e).splitlines()[0]))
         if not isinstance(env.action_space, gym.spaces.Box):
             raise ConfigError("%s has a %s action space; MEow needs a continuous (Box) one" % (env_id, type(env.action_space).__name__))
-        if capture_video:
-            env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda episode: True, disable_logger=True)
         env = gym.wrappers.RecordEpisodeStatistics(env)
-        # the flow's tanh emits actions in (-1, 1); the wrapper maps them onto the env's box
-        env = gym.wrappers.RescaleAction(env, min_action=-1.0, max_action=1.0)
+        # the flow's tanh emits actions in (-1, 1); the wrapper maps them onto the env's box (bounds in
+        # the box's own dtype, so that gymnasium has no precision to warn about)
+        unit = np.ones(env.action_space.shape, dtype=env.action_space.dtype)
+        env = gym.wrappers.RescaleAction(env, min_action=-unit, max_action=unit)
         env.action_space.seed(seed)
         return env
 
     return thunk
 
 
+# ================================================================ the method (the same text in meow_isaacgym.py)
 class FlowPolicy(nn.Module):
-    """The MEow network: policy, soft Q and soft V from one conditional flow.
+    """The MEow network: policy, soft Q and soft V from one conditional flow (E1).
 
     Sampling direction: eps ~ N(0, I) -> z0 = sigma(s) * eps (prior) -> 4 additive couplings -> a = tanh(z).
     """
@@ -214,8 +174,8 @@ class FlowPolicy(nn.Module):
     def dropout_masks(self, batch_size):
         """Inside this block the dropout layers use keep-masks for `batch_size` rows drawn in one call.
 
-        Under --compile the masks thus enter the compiled loss as inputs: drawn inside it (ATen's
-        bernoulli_ or inductor's generator) they cost ~0.9 ms of a 7.3 ms update on a CPU (measured).
+        Under torch.compile the masks thus enter the compiled loss as inputs: drawn inside it they
+        cost ~0.9 ms of a 7.3 ms update on a CPU (measured).
         """
         param = next(self.parameters())
         masks = keep_mask((len(self._dropouts), batch_size, self.hidden), self._dropouts[0].p, param.device, param.dtype)
@@ -228,7 +188,7 @@ class FlowPolicy(nn.Module):
                 layer.mask = None
 
     def sample(self, obs, deterministic=False):
-        """Actions in (-1, 1) and their log-probability. Deterministic pushes the prior mean (eps = 0) through the flow."""
+        """Actions in (-1, 1) and their log-probability (E1, E2). Deterministic pushes the prior mean (eps = 0) through the flow."""
         eps = obs.new_zeros(obs.shape[0], self.act_dim) if deterministic else torch.randn(obs.shape[0], self.act_dim, device=obs.device)
         log_prob = -0.5 * eps.pow(2).sum(-1) - self.half_log_2pi
         z, log_det = self.prior(eps, obs)
@@ -240,10 +200,10 @@ class FlowPolicy(nn.Module):
         return actions, log_prob - log_det
 
     def energy_and_normaliser(self, obs, actions):
-        """Split log pi(a|s) = energy(s, a) - log Z(s) (the energy-based reading of the flow).
+        """Split log pi(a|s) = energy(s, a) - log Z(s), the energy-based reading of the flow (E2).
 
-        energy = -1/2 |eps|^2 - sum_j log(1 - a_j^2) (+ coupling log-dets, zero for additive ones);
-        log Z(s) = sum_j log sigma_j(s) + (d/2) log 2 pi, from the prior's state-only scaling.
+        The coupling log-dets belong to the energy (zero for additive ones); the prior's state-only
+        scaling gives the normaliser.
         """
         z, energy = self.squash.inverse(actions)
         for coupling in reversed(self.couplings):
@@ -259,9 +219,8 @@ class FlowPolicy(nn.Module):
         return energy - log_z
 
     def q_and_v(self, obs, actions):
-        """Soft Q and soft V, [B, 2] each, one column per reward shift b_k(s).
+        """Soft Q (E3) and soft V (E4), [B, 2] each, one column per reward shift b_k(s); Q_k - V_k = alpha * log pi.
 
-        Q_k = alpha * (b_k(s) + energy(s, a)),  V_k = alpha * (b_k(s) + log Z(s)),  so Q_k - V_k = alpha * log pi.
         One pass through the couplings serves both columns: the shifts depend on s only.
         """
         energy, log_z = self.energy_and_normaliser(obs, actions)
@@ -269,88 +228,34 @@ class FlowPolicy(nn.Module):
         return self.alpha * (shift + energy[:, None]), self.alpha * (shift + log_z[:, None])
 
     def value(self, obs):
-        """The exact soft value V_k(s) = alpha * log integral exp(Q_k(s, a) / alpha) da, [B, 2].
-
-        Closed form (the prior is Gaussian and the couplings are volume preserving), so no
-        coupling layer and no sampling is needed.
-        """
+        """The exact soft value V_k(s) (E4), [B, 2], in closed form: the prior is Gaussian and the couplings
+        preserve volume, so no coupling layer and no sampling is needed."""
         log_z = self.half_log_2pi + self.prior.log_std(obs).sum(-1)
         return self.alpha * (self.reward_shift(obs) + log_z[:, None])
 
 
-Batch = namedtuple("Batch", ["obs", "actions", "rewards", "next_obs", "terminated"])
-
-
-class ReplayBuffer:
-    """A ring buffer of transitions on the training device.
-
-    All fields live side by side in one [capacity, width] tensor so that a minibatch is one gather.
-    `add` takes a batch of N transitions (N = 1 for a single env, N = num_envs for vector envs).
-    """
-
-    def __init__(self, capacity, obs_dim, act_dim, device):
-        self.widths = [obs_dim, act_dim, 1, obs_dim, 1]
-        self.data = torch.zeros(capacity, sum(self.widths), device=device)
-        self.capacity = capacity
-        self.pos = 0
-        self.size = 0
-
-    def add(self, obs, actions, rewards, next_obs, terminated):
-        rows = torch.cat([obs, actions, rewards[:, None], next_obs, terminated[:, None]], dim=1).to(self.data)
-        n = rows.shape[0]
-        if n > self.capacity:
-            raise ValueError("cannot add %d transitions to a buffer of capacity %d" % (n, self.capacity))
-        first = min(n, self.capacity - self.pos)
-        self.data[self.pos : self.pos + first] = rows[:first]
-        self.data[: n - first] = rows[first:]  # wrap around
-        self.pos = (self.pos + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
-
-    def state_dict(self):
-        return {"data": self.data[: self.size].clone(), "pos": self.pos, "size": self.size}
-
-    def load_state_dict(self, state):
-        self.size, self.pos = state["size"], state["pos"]
-        self.data[: self.size] = state["data"].to(self.data)
-
-    def sample(self, batch_size):
-        idx = torch.randint(0, self.size, (batch_size,), device=self.data.device)
-        obs, actions, rewards, next_obs, terminated = torch.split(self.data[idx], self.widths, dim=1)
-        return Batch(obs, actions, rewards[:, 0], next_obs, terminated[:, 0])
-
-
 def soft_bellman_target(target_policy, rewards, next_obs, terminated, gamma):
-    """y = r + gamma * (1 - terminated) * min_k V_target,k(s'): time-outs are not terminations, so they bootstrap."""
+    """(E5): time-outs are not terminations, so they bootstrap."""
     with torch.no_grad():
         next_v = target_policy.value(next_obs).min(dim=1).values
         return rewards + gamma * (1.0 - terminated) * next_v
 
 
 def meow_loss(policy, target_policy, batch, gamma):
-    """The single MEow objective: MSE of both Q columns against the shared soft-Bellman target."""
+    """The single MEow objective (E6): MSE of both Q columns against the shared soft-Bellman target."""
     y = soft_bellman_target(target_policy, batch.rewards, batch.next_obs, batch.terminated, gamma)
     q, _ = policy.q_and_v(batch.obs, batch.actions)
     return F.mse_loss(q, y[:, None].expand_as(q))
 
 
-def make_optimizer(params, lr):
-    """Adam, fused (one kernel for all parameters) where this torch supports it, else foreach."""
-    params = list(params)
-    for kwargs in (dict(fused=True), dict(foreach=True), {}):
-        try:
-            return torch.optim.Adam(params, lr=lr, **kwargs)
-        except (RuntimeError, TypeError, ValueError):
-            continue
-
-
 def flatten_parameters(module):
     """Move every parameter of `module`, and its gradient, into one flat tensor; return that tensor.
 
-    Each parameter becomes a view of the flat tensor (and its .grad a view of the flat gradient), so
-    Adam, the gradient clip, zeroing and the Polyak average each run once over one buffer instead of
-    once per tensor (72 of them): the same arithmetic, ~0.7 ms less per update on a CPU (Hopper sizes).
-    Call it after the module is on its device; the gradient is zeroed in place from then on, never set
-    to None.
+    A speed trick, not the method: each parameter becomes a view of the flat tensor (and its .grad a
+    view of the flat gradient), so Adam, the gradient clip, zeroing and the Polyak average each run
+    once over one buffer instead of once per tensor (72 of them). Measured with benchmarks/bench_loop.py
+    (per-tensor variant): it buys more than 5% of whole-loop steps per second on a CPU. Call it after
+    the module is on its device; the gradient is zeroed in place from then on, never set to None.
     """
     params = list(module.parameters())
     flat = torch.cat([p.detach().reshape(-1) for p in params]).requires_grad_(params[0].requires_grad)
@@ -365,53 +270,26 @@ def flatten_parameters(module):
     return flat
 
 
-def maybe_compile(fn, enabled, device="cpu"):
-    """torch.compile(fn) when asked and available; otherwise fn, with a one-line warning.
-
-    torch.compile works at the first call, so a backend that fails only then (e.g. no C++ compiler)
-    also falls back to fn, with the warning.
-    """
-    if not enabled:
-        return fn
-    def ignored(reason):
-        print("warning: %s; --compile ignored" % reason, file=sys.stderr)
-        return fn
-
-    if not hasattr(torch, "compile"):
-        return ignored("this torch has no torch.compile")
-    try:
-        if torch.device(device).type == "cpu":
-            import torch._inductor.config as inductor_config
-
-            # random draws in compiled code (the action noise) come from ATen's generator, as in eager
-            # mode: the same numbers, and faster than inductor's own on a CPU (measured)
-            inductor_config.fallback_random = True
-        current = [torch.compile(fn, dynamic=False)]
-    except Exception as e:  # the backend is unavailable on this platform
-        return ignored("torch.compile unavailable (%s)" % str(e).strip().splitlines()[0])
-
-    def call(*args, **kwargs):
+def make_optimizer(params, lr):
+    """Adam, fused (one kernel for all parameters) where this torch supports it, else foreach."""
+    params = list(params)
+    for kwargs in (dict(fused=True), dict(foreach=True), {}):
         try:
-            return current[0](*args, **kwargs)
-        except Exception as e:
-            if current[0] is fn:
-                raise
-            current[0] = ignored("torch.compile failed (%s)" % str(e).strip().splitlines()[0])
-            return fn(*args, **kwargs)
-
-    return call
+            return torch.optim.Adam(params, lr=lr, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            continue
 
 
 def make_update(policy, target_policy, lr, gamma, tau, max_grad_norm, compile=False):
-    """Build the per-step update: one gradient step on the MEow loss, then the Polyak update.
+    """Build the per-step update: one gradient step on the MEow loss (E6), then the Polyak average (E7).
 
-    Flattens the parameters of both networks (see flatten_parameters) and returns (update, optimizer).
-    update(batch) returns the loss as a device tensor: nothing in it waits for the device (no .item()).
+    Returns (update, optimizer). update(batch) returns the loss as a device tensor: nothing in it waits
+    for the device (no .item()), so the host runs ahead of a GPU.
     """
     params = flatten_parameters(policy)
     target_params = flatten_parameters(target_policy)
     optimizer = make_optimizer([params], lr)
-    loss_fn = maybe_compile(meow_loss, compile, params.device)
+    loss_fn = maybe_compile(meow_loss, compile, params.device, "the update")
 
     def update(batch):
         policy.use_dropout(True)
@@ -422,39 +300,91 @@ def make_update(policy, target_policy, lr, gamma, tau, max_grad_norm, compile=Fa
         nn.utils.clip_grad_norm_([params], max_grad_norm)
         optimizer.step()
         with torch.no_grad():
-            target_params.lerp_(params, tau)  # target <- (1 - tau) * target + tau * online
+            target_params.lerp_(params, tau)  # (E7)
         return loss.detach()
 
     return update, optimizer
 
 
-def make_policy(args, obs_dim, act_dim, device):
-    return FlowPolicy(obs_dim, act_dim, args.alpha, args.sigma_max, args.sigma_min).to(device)
+def diagnostics(policy, batch):
+    """What users of a MaxEnt agent look at, as device tensors (read only at log points): batch means of
+    Q and V, the acting policy's entropy -E[log pi] (exact per sample: the flow gives log pi), the prior's
+    mean log-std, and the share of action components the tanh pushes past |a| > 0.99."""
+    with torch.no_grad():
+        policy.use_dropout(False)
+        q, v = policy.q_and_v(batch.obs, batch.actions)
+        actions, log_prob = policy.sample(batch.obs)
+        return {
+            "losses/q_values": q.mean(),
+            "losses/v_values": v.mean(),
+            "charts/entropy": -log_prob.mean(),
+            "charts/prior_log_std": policy.prior.log_std(batch.obs).mean(),
+            "charts/action_saturation": (actions.abs() > 0.99).float().mean(),
+        }
+# ================================================================ end of the method
 
 
-def make_learner(args, obs_dim, act_dim, device):
-    """The MEow network, its Polyak-averaged target copy, Adam, and the per-step update."""
-    policy = make_policy(args, obs_dim, act_dim, device)
-    target_policy = make_policy(args, obs_dim, act_dim, device).eval()
-    target_policy.load_state_dict(policy.state_dict())
-    target_policy.requires_grad_(False)
-    update, optimizer = make_update(policy, target_policy, args.learning_rate, args.gamma, args.tau, args.max_grad_norm, args.compile)
-    return policy, target_policy, optimizer, update
+Batch = namedtuple("Batch", ["obs", "actions", "rewards", "next_obs", "terminated"])
 
 
-def load_learner(ckpt, policy, target_policy, optimizer):
-    """Restore from a checkpoint what make_learner built."""
-    policy.load_state_dict(ckpt["model"])
-    target_policy.load_state_dict(ckpt["target"])
-    optimizer.load_state_dict(ckpt["optimizer"])
+class ReplayBuffer:
+    """A ring buffer of transitions on the training device.
+
+    All fields live side by side in one [capacity, width] tensor so that a minibatch is one gather.
+    """
+
+    def __init__(self, capacity, obs_dim, act_dim, device):
+        self.widths = [obs_dim, act_dim, 1, obs_dim, 1]
+        self.data = torch.zeros(capacity, sum(self.widths), device=device)
+        self.capacity = capacity
+        self.pos = 0
+        self.size = 0
+
+    def add(self, obs, actions, rewards, next_obs, terminated):
+        """Store a batch of N transitions (N = 1 in this script)."""
+        rows = torch.cat([obs, actions, rewards[:, None], next_obs, terminated[:, None]], dim=1).to(self.data)
+        n = rows.shape[0]
+        if n > self.capacity:
+            raise ValueError("cannot add %d transitions to a buffer of capacity %d" % (n, self.capacity))
+        first = min(n, self.capacity - self.pos)
+        self.data[self.pos : self.pos + first] = rows[:first]
+        self.data[: n - first] = rows[first:]  # wrap around
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size):
+        idx = torch.randint(0, self.size, (batch_size,), device=self.data.device)
+        obs, actions, rewards, next_obs, terminated = torch.split(self.data[idx], self.widths, dim=1)
+        return Batch(obs, actions, rewards[:, 0], next_obs, terminated[:, 0])
+
+    def state_dict(self):
+        return {"data": self.data[: self.size].clone(), "pos": self.pos, "size": self.size}
+
+    def load_state_dict(self, state):
+        self.size, self.pos = state["size"], state["pos"]
+        self.data[: self.size] = state["data"].to(self.data)
 
 
-def seed_everything(args):
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.torch_threads)
+def evaluate(policy, env, episodes, device, video_path=None):
+    """Returns of the deterministic policy (prior mean pushed through the flow), one per episode.
+    With `video_path`, the first episode's frames are written there (.mp4 or .gif)."""
+    policy.use_dropout(False)
+    returns, frames = [], []
+    for episode in range(episodes):
+        obs, _ = env.reset()
+        done, total = False, 0.0
+        while not done:
+            if video_path and episode == 0:
+                frames.append(env.render())
+            with torch.no_grad():
+                action, _ = policy.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)[None], deterministic=True)
+            obs, reward, terminated, truncated, _ = env.step(action[0].cpu().numpy())
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    if video_path:
+        write_video(video_path, frames, env.metadata.get("render_fps", 30))
+    return returns
 
 
 def as_batch(*arrays, device):
@@ -462,38 +392,399 @@ def as_batch(*arrays, device):
     return [torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)[None] for x in arrays]
 
 
-def evaluate(policy, env, episodes, device):
-    """Returns of the deterministic policy (prior mean pushed through the flow), one per episode."""
-    policy.eval()
-    returns = []
-    for _ in range(episodes):
-        obs, _ = env.reset()
-        done, total = False, 0.0
-        while not done:
+# ================================================================ the loop
+def main(args):
+    try:
+        if args.eval_checkpoint:
+            return evaluate_checkpoint(args)
+        ckpt = None
+        if args.resume:
+            args, ckpt = resume_args(args)
+        note = setup(args)
+        env = make_env(args.env_id, args.seed)()
+    except ConfigError as e:
+        fail(str(e))
+    if note:
+        print(note)
+    print("hyper-parameters: " + ", ".join("%s=%s" % (k, v) for k, v in vars(args).items()))
+
+    if ckpt is None:
+        run_name = "%s__%s__%s__%d" % (args.env_id, args.exp_name, args.seed, int(time.time()))
+        run_dir = os.path.join("runs", run_name)
+        start_step = 0
+    else:
+        run_dir = os.path.dirname(os.path.abspath(args.resume))
+        run_name = os.path.basename(run_dir)
+        start_step = ckpt["step"]
+        print("resuming %s from step %d" % (run_name, start_step))
+    writer = make_writer(args, run_name, run_dir, start_step if ckpt else None)
+
+    seed_everything(args)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    compile = compile_enabled(args, args.total_timesteps - max(args.learning_starts, start_step))
+
+    eval_env = make_env(args.env_id, args.seed + 10_000, args.capture_video)()
+    eval_env.reset(seed=args.seed + 10_000)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+
+    policy = FlowPolicy(obs_dim, act_dim, args.alpha, args.sigma_max, args.sigma_min).to(device)
+    target_policy = FlowPolicy(obs_dim, act_dim, args.alpha, args.sigma_max, args.sigma_min).to(device)
+    target_policy.load_state_dict(policy.state_dict())
+    target_policy.requires_grad_(False)
+    update, optimizer = make_update(policy, target_policy, args.learning_rate, args.gamma, args.tau, args.max_grad_norm, compile)
+    sample = maybe_compile(policy.sample, compile, device, "the action sampling")
+    rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+
+    obs, _ = env.reset(seed=args.seed)
+    last_return, last_eval, loss = float("nan"), float("nan"), None
+    if ckpt is not None:
+        policy.load_state_dict(ckpt["model"])
+        target_policy.load_state_dict(ckpt["target"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("buffer") is not None:
+            rb.load_state_dict(ckpt["buffer"])
+        else:
+            print("note: the checkpoint has no replay buffer (--save-buffer); updates wait until it holds a batch")
+        set_rng_state(ckpt["rng"])
+        set_env_rng_state(env, ckpt["env_rng"])
+        set_env_rng_state(eval_env, ckpt["eval_env_rng"])
+        last_return, last_eval = ckpt["last_return"], ckpt["last_eval"]
+        obs, _ = env.reset()  # the checkpoint was taken between two episodes
+    next_checkpoint = (start_step // args.checkpoint_frequency + 1) * args.checkpoint_frequency
+    rate = RecentRate(start_step)
+
+    for global_step in range(start_step, args.total_timesteps):
+        if global_step < args.learning_starts:
+            action = env.action_space.sample()
+        else:
+            policy.use_dropout(False)
             with torch.no_grad():
-                action, _ = policy.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)[None], deterministic=True)
-            obs, reward, terminated, truncated, _ = env.step(action[0].cpu().numpy())
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    return returns
+                action, _ = sample(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])
+            action = action[0].cpu().numpy()
+
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        # next_obs is the true successor even at a time-out (a single env does not autoreset), so the
+        # transition is stored as is: a time-out bootstraps from it, a termination does not (terminated=1)
+        rb.add(*as_batch(obs, action, reward, next_obs, terminated, device=device))
+        obs = next_obs
+        episode_over = terminated or truncated
+        if episode_over:
+            last_return = float(info["episode"]["r"])
+            writer.add_scalar("charts/episodic_return", last_return, global_step)
+            writer.add_scalar("charts/episodic_length", int(info["episode"]["l"]), global_step)
+
+        if global_step >= args.learning_starts and rb.size >= args.batch_size:
+            first = loss is None
+            loss = update(rb.sample(args.batch_size))
+            if first:  # time it from here: the random-action phase and the compilation say nothing of the rest
+                rate.restart(global_step + 1)
+
+        step = global_step + 1
+        if step % args.log_frequency == 0 or step == args.total_timesteps:
+            scalars = {"losses/qf_loss": loss} if loss is not None else {}
+            if loss is not None:
+                scalars.update(diagnostics(policy, rb.sample(args.batch_size)))
+            scalars = read_and_check(scalars, policy, step, args, writer)
+            sps = rate.add(step)
+            scalars["charts/SPS"] = sps
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, step)
+            print(
+                "step %d/%d | SPS %.0f | return %.1f | eval %.1f | entropy %.2f | ETA %s"
+                % (step, args.total_timesteps, sps, last_return, last_eval, scalars.get("charts/entropy", float("nan")),
+                   format_eta((args.total_timesteps - step) / sps) if loss is not None else "after learning starts")
+            )
+        if step % args.eval_frequency == 0:
+            video = os.path.join(run_dir, "videos", "step-%d.mp4" % step) if args.capture_video else None
+            last_eval = float(np.mean(evaluate(policy, eval_env, args.eval_episodes, device, video)))
+            writer.add_scalar("eval/return", last_eval, step)
+
+        if episode_over:
+            # checkpoint between episodes: then the env's RNG state is all of its state we need
+            if args.save_model and step >= next_checkpoint and step < args.total_timesteps:
+                read_and_check({}, policy, step, args, writer)  # never save non-finite weights
+                save_checkpoint(
+                    os.path.join(run_dir, "checkpoint.pt"),
+                    {
+                        "step": step, "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim,
+                        "model": policy.state_dict(), "target": target_policy.state_dict(), "optimizer": optimizer.state_dict(),
+                        "buffer": rb.state_dict() if args.save_buffer else None,
+                        "rng": rng_state(), "env_rng": env_rng_state(env), "eval_env_rng": env_rng_state(eval_env),
+                        "last_return": last_return, "last_eval": last_eval,
+                    },
+                )
+                next_checkpoint = (step // args.checkpoint_frequency + 1) * args.checkpoint_frequency
+            obs, _ = env.reset()
+
+    if args.save_model:
+        read_and_check({}, policy, args.total_timesteps, args, writer)
+        path = os.path.join(run_dir, "%s.pt" % args.exp_name)
+        torch.save({"model": policy.state_dict(), "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim}, path)
+        print("model saved to %s" % path)
+    env.close()
+    eval_env.close()
+    close_writer(writer)
 
 
-def hparam_table(args):
-    return "|param|value|\n|-|-|\n%s" % "\n".join("|%s|%s|" % (k, v) for k, v in vars(args).items())
+# ================================================================ support code (not the method)
+# Flag checks, threads and compiling, the run's writer, checkpoints and RNG state, console output.
+# meow_isaacgym.py holds its own copy of what it needs of this section.
+
+
+class ConfigError(ValueError):
+    """Bad user input: reported as one line on stderr, before anything is written."""
+
+
+def fail(message, code=2):
+    print("error: %s" % message, file=sys.stderr)
+    sys.exit(code)
+
+
+def resolve_defaults(args, table=PAPER_DEFAULTS, fallback="Hopper"):
+    """Fill every hyper-parameter left as None with the paper's value for the task.
+
+    Returns a note when the task is not in the table (its defaults then come from `fallback`).
+    """
+    name = args.env_id.split("-v")[0]
+    note = None
+    if name not in table:
+        note = "note: no paper defaults for %s; using the %s values for unset hyper-parameters" % (args.env_id, fallback)
+        name = fallback
+    for key, value in table[name].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return note
+
+
+def validate_algorithm_args(args):
+    """Raise ConfigError for hyper-parameters of the MEow update that cannot train."""
+    for field in fields(args):
+        value = getattr(args, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError("--%s must be a finite number (got %s)" % (field.name.replace("_", "-"), value))
+    if args.alpha <= 0:
+        raise ConfigError("--alpha must be > 0 (got %g)" % args.alpha)
+    if args.sigma_min >= args.sigma_max:
+        raise ConfigError("--sigma-min must be < --sigma-max (got %g >= %g)" % (args.sigma_min, args.sigma_max))
+    if not 0 < args.tau <= 1:
+        raise ConfigError("--tau must be in (0, 1] (got %g)" % args.tau)
+    if not 0 <= args.gamma <= 1:
+        raise ConfigError("--gamma must be in [0, 1] (got %g)" % args.gamma)
+    if args.learning_rate <= 0 or args.max_grad_norm <= 0:
+        raise ConfigError("--learning-rate and --max-grad-norm must be > 0")
+    if args.torch_threads is not None and args.torch_threads < 1:
+        raise ConfigError("--torch-threads must be >= 1")
+
+
+def validate_args(args):
+    """Raise ConfigError for settings that cannot train."""
+    validate_algorithm_args(args)
+    if args.batch_size < 1 or args.buffer_size < 1:
+        raise ConfigError("--batch-size and --buffer-size must be >= 1")
+    if args.batch_size > args.buffer_size:
+        raise ConfigError("--batch-size (%d) is larger than --buffer-size (%d)" % (args.batch_size, args.buffer_size))
+    if args.total_timesteps < 1 or args.learning_starts < 0:
+        raise ConfigError("--total-timesteps must be >= 1 and --learning-starts >= 0")
+    first_update = max(args.learning_starts, args.batch_size - 1)  # the step at which the buffer first holds a batch
+    if args.total_timesteps <= first_update:
+        raise ConfigError("--total-timesteps (%d) does not pass --learning-starts (%d) and --batch-size (%d): the run would never update"
+                          % (args.total_timesteps, args.learning_starts, args.batch_size))
+    if min(args.eval_frequency, args.eval_episodes, args.log_frequency, args.checkpoint_frequency) < 1:
+        raise ConfigError("--eval-frequency, --eval-episodes, --log-frequency and --checkpoint-frequency must be >= 1")
+
+
+def check_env_id(env_id):
+    if env_id not in gym.registry:
+        raise ConfigError("unknown env id %r: not registered in gymnasium (e.g. Hopper-v4, HalfCheetah-v4, Ant-v5)" % env_id)
+
+
+def check_extras(args):
+    """Optional packages that some flags need, and a renderer for --capture-video."""
+    if args.track:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ConfigError("--track needs wandb: pip install wandb")
+    if args.capture_video:
+        check_rendering(args.env_id)
+
+
+def check_rendering(env_id):
+    """--capture-video: pick an offscreen MuJoCo backend on a machine without a display, and render one
+    frame now, so that a missing renderer stops the run at its start, not at its first evaluation."""
+    headless = sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
+    if headless and "MUJOCO_GL" not in os.environ:
+        os.environ["MUJOCO_GL"] = "egl"  # read by MuJoCo when it first renders; GLFW would need a display
+        os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    try:
+        import imageio.v2  # noqa: F401  (writes the frames)
+        import imageio_ffmpeg  # noqa: F401  (its .mp4 encoder)
+    except ImportError:
+        raise ConfigError("--capture-video needs imageio and imageio-ffmpeg: pip install imageio imageio-ffmpeg")
+    env = make_env(env_id, 0, render=True)()
+    try:
+        env.reset(seed=0)
+        frame = env.render()
+    except Exception as e:
+        raise ConfigError("--capture-video cannot render %s with MUJOCO_GL=%s (%s): install EGL (Debian: apt install libegl1) "
+                          "or OSMesa and set MUJOCO_GL=egl or osmesa" % (env_id, os.environ.get("MUJOCO_GL", "glfw"), str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__))
+    finally:
+        env.close()
+    if frame is None:
+        raise ConfigError("--capture-video: %s renders no frames" % env_id)
+
+
+def write_video(path, frames, fps):
+    import imageio.v2 as imageio
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if path.endswith(".gif"):
+        imageio.mimsave(path, frames, duration=1000.0 / fps, loop=0)
+    else:
+        imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
+
+
+def setup(args):
+    """Work that may fail on bad input: defaults, validation, env id, extras. Writes nothing to disk."""
+    note = resolve_defaults(args)
+    validate_args(args)
+    check_env_id(args.env_id)
+    check_extras(args)
+    return note
+
+
+# ---------------------------------------------------------------- shared support (the same text in meow_isaacgym.py)
+# Threads and compiling
+MAX_DEFAULT_THREADS = 2  # the update's matrices are small: more threads did not make it faster (bench_update.py --threads)
+COMPILE_MIN_UPDATES = 20_000  # compiling costs ~15 s (warm cache) to ~70 s (cold) and saves ~3 ms an update on a CPU
+
+
+def default_threads():
+    """$OMP_NUM_THREADS when set (run_seeds.py sets 1 per job), else the cores this process may use, at most MAX_DEFAULT_THREADS."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, MAX_DEFAULT_THREADS))
+
+
+def seed_everything(args):
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.torch_threads or default_threads())
+
+
+def compile_enabled(args, updates):
+    """--compile (the default) in a run long enough to earn the compile time back."""
+    return args.compile and updates >= COMPILE_MIN_UPDATES and hasattr(torch, "compile")
+
+
+def maybe_compile(fn, enabled, device, what):
+    """torch.compile(fn) when enabled; fn itself (eager) otherwise, or with a one-line warning when the
+    backend fails, at wrapping or at the first call (e.g. no C++ compiler). The first call prints one
+    line first: that is when compiling happens."""
+    if not enabled:
+        return fn
+
+    def eager(reason):
+        print("warning: %s; running %s eagerly" % (reason, what), file=sys.stderr)
+        return fn
+
+    try:
+        if torch.device(device).type == "cpu":
+            import torch._inductor.config as inductor_config
+
+            # random draws in compiled code (the action noise) come from ATen's generator, as in eager
+            # mode: the same numbers, and faster than inductor's own on a CPU (measured)
+            inductor_config.fallback_random = True
+        current = [torch.compile(fn, dynamic=False)]
+    except Exception as e:  # the backend is unavailable on this platform
+        return eager("torch.compile unavailable (%s)" % str(e).strip().splitlines()[0])
+    started = []
+
+    def call(*args, **kwargs):
+        if current[0] is not fn and not started:
+            started.append(True)
+            print("compiling %s (once per process: about a minute on a 2-core CPU, seconds when the compile cache holds "
+                  "these shapes; --no-compile skips it)" % what, flush=True)
+        try:
+            return current[0](*args, **kwargs)
+        except Exception as e:
+            if current[0] is fn:
+                raise
+            current[0] = eager("torch.compile failed (%s)" % str(e).strip().splitlines()[0])
+            return fn(*args, **kwargs)
+
+    return call
+
+
+# The run's writer, divergence, console
+def make_writer(args, run_name, run_dir, purge_step):
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args), name=run_name, save_code=True)
+    from torch.utils.tensorboard import SummaryWriter
+
+    # purge_step hides anything a killed run logged after its checkpoint: no duplicate points
+    writer = SummaryWriter(run_dir, purge_step=purge_step)
+    if purge_step is None:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join("|%s|%s|" % (k, v) for k, v in vars(args).items()))
+    return writer
+
+
+def close_writer(writer):
+    writer.close()
+    if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+        sys.modules["wandb"].finish()
+
+
+def read_and_check(scalars, policy, step, args, writer):
+    """Read the device tensors in `scalars` at once (one host sync) and stop the run if any of them, or any
+    weight, is not finite: one error line, exit code 1, TensorBoard flushed, no model file written (the
+    last checkpoint, written while the weights were finite, stays)."""
+    finite = torch.stack([p.isfinite().all() for p in policy.parameters()]).all()
+    names = list(scalars)
+    values = torch.stack([finite.float()] + [scalars[name].float() for name in names]).tolist()
+    bad = [name for name, value in zip(names, values[1:]) if not math.isfinite(value)]
+    if values[0] != 1.0:
+        bad.append("the network's weights")
+    if bad:
+        close_writer(writer)
+        fail("training diverged at step %d (%s not finite); look at --learning-rate (%g) and --max-grad-norm (%g), --alpha (%g), "
+             "--sigma-max/--sigma-min (%g/%g); no model file was written"
+             % (step, ", ".join(bad), args.learning_rate, args.max_grad_norm, args.alpha, args.sigma_max, args.sigma_min), code=1)
+    return dict(zip(names, values[1:]))
+
+
+class RecentRate:
+    """Steps per second over the last `window` log intervals: an ETA from the current pace, not from an
+    average that still holds the fast random-action phase. restart() forgets the past (phase changes)."""
+
+    def __init__(self, step, window=5):
+        self.points = deque(maxlen=window + 1)
+        self.restart(step)
+
+    def restart(self, step, now=None):
+        self.points.clear()
+        self.points.append((step, time.time() if now is None else now))
+
+    def add(self, step, now=None):
+        """Record a log point; returns the recent rate in steps per second."""
+        self.points.append((step, time.time() if now is None else now))
+        (s0, t0), (s1, t1) = self.points[0], self.points[-1]
+        return (s1 - s0) / (t1 - t0) if s1 > s0 and t1 > t0 else float("nan")
 
 
 def format_eta(seconds):
+    if not math.isfinite(seconds):
+        return "?"
     seconds = int(max(seconds, 0))
     return "%dh%02dm%02ds" % (seconds // 3600, seconds % 3600 // 60, seconds % 60)
 
 
-def fail(message):
-    print("error: %s" % message, file=sys.stderr)
-    sys.exit(2)
-
-
-# ---------------------------------------------------------------- checkpoints
+# Checkpoints and RNG state
 def rng_state():
     """Every global RNG the loop draws from (python, numpy, torch CPU and CUDA)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
@@ -529,6 +820,18 @@ def load_checkpoint(path, device="cpu"):
     return ckpt
 
 
+def check_resumable(ckpt, path):
+    """Raise ConfigError unless `ckpt` is a training checkpoint this version can continue."""
+    if "optimizer" not in ckpt or "step" not in ckpt:
+        raise ConfigError("%s is a saved model, not a checkpoint.pt to resume (--eval-checkpoint evaluates it)" % path)
+    if [len(group["params"]) for group in ckpt["optimizer"]["param_groups"]] != [1]:
+        raise ConfigError("%s holds one Adam state per tensor (written before the flat parameter buffer): this version "
+                          "cannot resume it (--eval-checkpoint still evaluates it)" % path)
+
+
+# ---------------------------------------------------------------- end of the shared support
+
+
 def env_rng_state(env):
     """RNG states of an env between episodes: its reset noise and its action space (random warm-up actions)."""
     return {"env": env.unwrapped.np_random.bit_generator.state, "action_space": env.action_space.np_random.bit_generator.state}
@@ -539,189 +842,37 @@ def set_env_rng_state(env, state):
     env.action_space.np_random.bit_generator.state = state["action_space"]
 
 
-def evaluate_checkpoint(args, ckpt):
-    """--eval-checkpoint: the deterministic policy of a saved model, no training and no buffer."""
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    saved = Args(**ckpt["args"])
-    video_dir = os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)), "videos_eval")
-    env = make_env(saved.env_id, args.seed, args.capture_video, video_dir)()
-    env.reset(seed=args.seed)
-    policy = make_policy(saved, ckpt["obs_dim"], ckpt["act_dim"], device)
-    policy.load_state_dict(ckpt["model"])
-    returns = evaluate(policy, env, args.eval_episodes, device)
-    env.close()
-    print("%s: eval return %.2f +- %.2f over %d episodes (deterministic policy)" % (saved.env_id, np.mean(returns), np.std(returns), len(returns)))
-    return returns
-
-
-def check_extras(args):
-    """Optional packages that some flags need."""
-    if args.capture_video:
-        try:
-            import moviepy  # noqa: F401
-        except ImportError:
-            raise ConfigError("--capture-video needs moviepy: pip install moviepy")
-    if args.track:
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
-            raise ConfigError("--track needs wandb: pip install wandb")
-
-
-def setup(args):
-    """Work that may fail on bad input: defaults, validation, env id. Writes nothing to disk."""
-    note = resolve_defaults(args)
-    validate_args(args)
-    check_env_id(args.env_id)
-    check_extras(args)
-    return note
-
-
-def check_resumable(ckpt, path):
-    """Raise ConfigError unless `ckpt` is a training checkpoint this version can continue (both scripts)."""
-    if "optimizer" not in ckpt or "step" not in ckpt:
-        raise ConfigError("%s is a saved model, not a checkpoint.pt to resume (--eval-checkpoint evaluates it)" % path)
-    if [len(group["params"]) for group in ckpt["optimizer"]["param_groups"]] != [1]:
-        raise ConfigError("%s holds one Adam state per tensor (written before the flat parameter buffer): this version "
-                          "cannot resume it (--eval-checkpoint still evaluates it)" % path)
-
-
 def resume_args(args):
-    """--resume: the checkpoint's args, except an explicit --total-timesteps (to extend a run)."""
+    """--resume: the checkpoint's args, except an explicit --total-timesteps (to extend a run) and this
+    process's --torch-threads and --compile."""
     ckpt = load_checkpoint(args.resume)
     check_resumable(ckpt, args.resume)
     resumed = Args(**ckpt["args"])
     if args.total_timesteps is not None:
         resumed.total_timesteps = args.total_timesteps
-    resumed.resume = args.resume
+    resumed.resume, resumed.torch_threads, resumed.compile = args.resume, args.torch_threads, args.compile
     return resumed, ckpt
 
 
-def main(args):
-    try:
-        if args.eval_checkpoint:
-            ckpt = load_checkpoint(args.eval_checkpoint)
-            check_env_id(ckpt["args"]["env_id"])
-            check_extras(args)
-            return evaluate_checkpoint(args, ckpt)
-        ckpt = None
-        if args.resume:
-            args, ckpt = resume_args(args)
-        note = setup(args)
-        env = make_env(args.env_id, args.seed)()
-    except ConfigError as e:
-        fail(str(e))
-    if note:
-        print(note)
-    print("hyper-parameters: " + ", ".join("%s=%s" % (k, v) for k, v in vars(args).items()))
-
-    if ckpt is None:
-        run_name = "%s__%s__%s__%d" % (args.env_id, args.exp_name, args.seed, int(time.time()))
-        run_dir = os.path.join("runs", run_name)
-        start_step = 0
-    else:
-        run_dir = os.path.dirname(os.path.abspath(args.resume))
-        run_name = os.path.basename(run_dir)
-        start_step = ckpt["step"]
-        print("resuming %s from step %d" % (run_name, start_step))
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args), name=run_name, save_code=True)
-    from torch.utils.tensorboard import SummaryWriter
-
-    # purge_step hides anything a killed run logged after its checkpoint: no duplicate points
-    writer = SummaryWriter(run_dir, purge_step=start_step if ckpt else None)
-    if ckpt is None:
-        writer.add_text("hyperparameters", hparam_table(args))
-
-    seed_everything(args)
+def evaluate_checkpoint(args):
+    """--eval-checkpoint: the deterministic policy of a saved model, no training and no buffer."""
+    ckpt = load_checkpoint(args.eval_checkpoint)
+    saved = Args(**ckpt["args"])
+    check_env_id(saved.env_id)
+    args.env_id = saved.env_id
+    check_extras(args)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-
-    eval_env = make_env(args.env_id, args.seed + 10_000, args.capture_video, os.path.join(run_dir, "videos"))()
-    eval_env.reset(seed=args.seed + 10_000)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-
-    policy, target_policy, optimizer, update = make_learner(args, obs_dim, act_dim, device)
-    sample = maybe_compile(policy.sample, args.compile, device)
-    rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
-
-    obs, _ = env.reset(seed=args.seed)
-    last_return, last_eval, loss = float("nan"), float("nan"), None
-    if ckpt is not None:
-        load_learner(ckpt, policy, target_policy, optimizer)
-        if ckpt.get("buffer") is not None:
-            rb.load_state_dict(ckpt["buffer"])
-        else:
-            print("note: the checkpoint has no replay buffer (--save-buffer); updates wait until it holds a batch")
-        set_rng_state(ckpt["rng"])
-        set_env_rng_state(env, ckpt["env_rng"])
-        set_env_rng_state(eval_env, ckpt["eval_env_rng"])
-        last_return, last_eval = ckpt["last_return"], ckpt["last_eval"]
-        obs, _ = env.reset()  # the checkpoint was taken between two episodes
-    next_checkpoint = (start_step // args.checkpoint_frequency + 1) * args.checkpoint_frequency
-
-    start_time = time.time()
-    for global_step in range(start_step, args.total_timesteps):
-        if global_step < args.learning_starts:
-            action = env.action_space.sample()
-        else:
-            policy.use_dropout(False)
-            with torch.no_grad():
-                action, _ = sample(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])
-            action = action[0].cpu().numpy()
-
-        next_obs, reward, terminated, truncated, info = env.step(action)
-        # next_obs is the true successor even at a time-out (a single env does not autoreset), so the
-        # transition is stored as is: a time-out bootstraps from it, a termination does not (terminated=1)
-        rb.add(*as_batch(obs, action, reward, next_obs, terminated, device=device))
-        obs = next_obs
-        episode_over = terminated or truncated
-        if episode_over:
-            last_return = float(info["episode"]["r"])
-            writer.add_scalar("charts/episodic_return", last_return, global_step)
-            writer.add_scalar("charts/episodic_length", int(info["episode"]["l"]), global_step)
-
-        if global_step >= args.learning_starts and rb.size >= args.batch_size:
-            loss = update(rb.sample(args.batch_size))
-
-        step = global_step + 1
-        if step % args.eval_frequency == 0:
-            last_eval = float(np.mean(evaluate(policy, eval_env, args.eval_episodes, device)))
-            writer.add_scalar("eval/return", last_eval, step)
-        if step % args.log_frequency == 0 or step == args.total_timesteps:
-            sps = (step - start_step) / (time.time() - start_time)
-            writer.add_scalar("charts/SPS", sps, step)
-            if loss is not None:
-                writer.add_scalar("losses/qf_loss", loss.item(), step)
-            print(
-                "step %d/%d | SPS %.0f | return %.1f | eval %.1f | ETA %s"
-                % (step, args.total_timesteps, sps, last_return, last_eval, format_eta((args.total_timesteps - step) / sps))
-            )
-
-        if episode_over:
-            # checkpoint between episodes: then the env's RNG state is all of its state we need
-            if args.save_model and step >= next_checkpoint and step < args.total_timesteps:
-                save_checkpoint(
-                    os.path.join(run_dir, "checkpoint.pt"),
-                    {
-                        "step": step, "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim,
-                        "model": policy.state_dict(), "target": target_policy.state_dict(), "optimizer": optimizer.state_dict(),
-                        "buffer": rb.state_dict() if args.save_buffer else None,
-                        "rng": rng_state(), "env_rng": env_rng_state(env), "eval_env_rng": env_rng_state(eval_env),
-                        "last_return": last_return, "last_eval": last_eval,
-                    },
-                )
-                next_checkpoint = (step // args.checkpoint_frequency + 1) * args.checkpoint_frequency
-            obs, _ = env.reset()
-
-    if args.save_model:
-        path = os.path.join(run_dir, "%s.pt" % args.exp_name)
-        torch.save({"model": policy.state_dict(), "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim}, path)
-        print("model saved to %s" % path)
+    env = make_env(saved.env_id, args.seed, args.capture_video)()
+    env.reset(seed=args.seed)
+    policy = FlowPolicy(ckpt["obs_dim"], ckpt["act_dim"], saved.alpha, saved.sigma_max, saved.sigma_min).to(device)
+    policy.load_state_dict(ckpt["model"])
+    video = os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)), "videos_eval", "eval.mp4") if args.capture_video else None
+    returns = evaluate(policy, env, args.eval_episodes, device, video)
     env.close()
-    eval_env.close()
-    writer.close()
+    print("%s: eval return %.2f +- %.2f over %d episodes (deterministic policy)" % (saved.env_id, np.mean(returns), np.std(returns), len(returns)))
+    if video:
+        print("video of the first episode: %s" % video)
+    return returns
 
 
 if __name__ == "__main__":

@@ -1,16 +1,29 @@
 """MEow (Chao et al., NeurIPS 2024, arXiv 2405.13629) on batched simulators: Isaac Gym on a GPU, or
 N copies of a gymnasium task through gymnasium's vector API on any machine.
 
-The network, the single soft-Bellman loss and the update are those of meow_continuous_action.py,
-imported from it. What differs is the environment side: N envs step at once and hand back torch
-tensors on the training device, so the replay buffer, the observation normaliser, sampling and the
-targets all stay on that device, and one gradient step follows each vectorized step (the paper's
-Isaac Gym setting).
+This file holds the whole algorithm, as meow_continuous_action.py does: the network, the single
+soft-Bellman loss and the update are the same text in both (a test keeps the copies identical). What
+differs is the environment side: N envs step at once and hand back torch tensors on the training
+device, so the replay buffer, the observation normaliser, sampling and the targets all stay on that
+device, and one gradient step follows each vectorized step (the paper's Isaac Gym setting).
+The equations, named where the code computes them:
+
+  (E1) flow        a = tanh(z_K), z_k = z_{k-1} + t_k(masked z_{k-1}, s), z_0 = sigma(s) * eps, eps ~ N(0, I)
+                   log sigma(s) = sigma_min + (sigma_max - sigma_min) * (tanh(h(s)) + 1) / 2
+  (E2) log-density log pi(a|s) = energy(s, a) - log Z(s),
+                   energy = -|eps|^2 / 2 - sum_j log(1 - a_j^2),  log Z = sum_j log sigma_j(s) + d/2 log 2 pi
+  (E3) soft Q      Q_k(s, a) = alpha * (b_k(s) + energy(s, a))         (b_1, b_2: learnable reward shifts)
+  (E4) soft V      V_k(s) = alpha * (b_k(s) + log Z(s)) = alpha log int exp(Q_k(s, a) / alpha) da
+  (E5) target      y = r + gamma * (1 - terminated) * min_k V_target,k(s')
+  (E6) loss        L = mean over the batch and k of (Q_k(s, a) - y)^2
+  (E7) Polyak      theta_target <- (1 - tau) * theta_target + tau * theta
 
 Run: python meow_isaacgym.py --task Ant --headless                      (Isaac Gym Preview 4, GPU)
      python meow_isaacgym.py --env-backend gymnasium --env-id Ant-v4     (anywhere, CPU)
-
-Kept valid for Python 3.8 and torch >= 1.13, which Isaac Gym Preview 4 machines run.
+The file reads top to bottom as the method: arguments, the envs, the network, the target and loss,
+the update, the replay buffer, the loop; support code that is not the method follows the loop.
+Kept valid for Python 3.8 and torch >= 1.13, which Isaac Gym Preview 4 machines run; gymnasium is
+imported only by the gymnasium backend.
 """
 # Isaac Gym refuses to load once torch has been imported, so it must come first; where it is not
 # installed, the isaacgym backend reports how to install it when it is chosen (see make_env).
@@ -19,37 +32,23 @@ try:
 except ImportError:
     pass
 
+import contextlib
+import math
 import os
+import random
+import sys
 import time
-from dataclasses import asdict, dataclass
+from collections import deque, namedtuple
+from dataclasses import asdict, dataclass, fields
 from typing import Literal, Optional
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import tyro
 
-from meow_continuous_action import (
-    Batch,
-    ConfigError,
-    ReplayBuffer,
-    check_env_id,
-    check_resumable,
-    fail,
-    format_eta,
-    hparam_table,
-    load_checkpoint,
-    load_learner,
-    make_learner,
-    make_policy,
-    maybe_compile,
-    rng_state,
-    save_checkpoint,
-    seed_everything,
-    set_rng_state,
-    validate_algorithm_args,
-)
+from flow_layers import MLP, AdditiveCoupling, ConditionalGaussianScale, Dropout, RewardShift, TanhSquash, keep_mask
 
 
 @dataclass
@@ -62,12 +61,12 @@ class Args:
     """if toggled, sets `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """gymnasium backend: train on a CUDA GPU when one is available (the isaacgym backend trains on --rl-device)"""
-    torch_threads: int = 1
-    """CPU threads of torch ops (the nets are small: one thread is fastest and lets runs share the cores)"""
-    compile: bool = False
-    """if toggled, wrap the loss and action sampling with `torch.compile` (falls back with a warning)"""
+    torch_threads: Optional[int] = None
+    """CPU threads of torch ops (default: $OMP_NUM_THREADS if set, else this machine's cores, at most 2: more did not help)"""
+    compile: bool = True
+    """torch.compile the update and the action sampling, in runs of at least 20,000 updates (shorter runs would spend more time compiling than they save); --no-compile: eager"""
     track: bool = False
-    """if toggled, log the run to Weights & Biases (needs `pip install wandb`)"""
+    """if toggled, log the run to Weights & Biases (needs `pip install wandb`; WANDB_MODE=offline works without network)"""
     wandb_project_name: str = "meow"
     """the Weights & Biases project name"""
     wandb_entity: Optional[str] = None
@@ -135,7 +134,7 @@ class Args:
     eval_episodes: int = 10
     """episodes per evaluation: the first episode of each of this many envs, restarted together"""
     log_frequency: int = 10_000
-    """read losses and episode statistics from the device and log them every this many env steps (all envs)"""
+    """read losses, diagnostics and episode statistics from the device, check them, and log them every this many env steps (all envs)"""
 
 
 # The paper's Isaac Gym hyper-parameters. Steps count env steps over all envs; each batch size is the
@@ -157,72 +156,6 @@ ISAACGYM_MISSING = (
     "(pip install -e isaacgym/python) and IsaacGymEnvs (git clone https://github.com/isaac-sim/IsaacGymEnvs; "
     "pip install -e IsaacGymEnvs) on Python 3.8, see the README; or train without them with --env-backend gymnasium"
 )
-
-
-def task_name(args):
-    return args.task if args.env_backend == "isaacgym" else args.env_id.split("-v")[0]
-
-
-def resolve_defaults(args):
-    """Fill every hyper-parameter left as None with the paper's value for the task; a note when there is none."""
-    name, note = task_name(args), None
-    if name not in PAPER_DEFAULTS:
-        note = "note: no paper defaults for %s; using the Ant values for unset hyper-parameters" % name
-        name = "Ant"
-    defaults = dict(PAPER_DEFAULTS[name])
-    if args.env_backend == "gymnasium":
-        defaults["num_envs"] = GYMNASIUM_NUM_ENVS
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return note
-
-
-def validate_args(args):
-    """Raise ConfigError for settings that cannot train."""
-    validate_algorithm_args(args)
-    if min(args.num_envs, args.batch_size, args.buffer_steps_per_env, args.total_timesteps) < 1:
-        raise ConfigError("--num-envs, --batch-size, --buffer-steps-per-env and --total-timesteps must be >= 1")
-    if args.learning_starts < 1:
-        raise ConfigError("--learning-starts must be >= 1 (got %d)" % args.learning_starts)
-    if args.learning_starts >= args.buffer_steps_per_env:
-        raise ConfigError("--learning-starts (%d) must be < --buffer-steps-per-env (%d)" % (args.learning_starts, args.buffer_steps_per_env))
-    if args.buffer_steps_per_env * args.num_envs > 2**24:
-        raise ConfigError("a replay memory of %d steps x %d envs exceeds 2^24 rows, the most torch.multinomial samples from on a GPU; lower --buffer-steps-per-env" % (args.buffer_steps_per_env, args.num_envs))
-    if min(args.eval_frequency, args.eval_episodes, args.log_frequency, args.checkpoint_frequency) < 1:
-        raise ConfigError("--eval-frequency, --eval-episodes, --log-frequency and --checkpoint-frequency must be >= 1")
-
-
-def check_backend(args):
-    """The backend's own input: devices and packages for isaacgym, the env id for gymnasium."""
-    if args.env_backend == "gymnasium":
-        check_env_id(args.env_id)
-        return
-    import_isaacgymenvs()
-    for flag, device in (("--sim-device", args.sim_device), ("--rl-device", args.rl_device)):
-        try:
-            device = torch.device(device)
-        except RuntimeError:
-            raise ConfigError("%s %r is not a device (e.g. cuda:0 or cpu)" % (flag, device))
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("%s %s but torch sees no CUDA GPU; use --sim-device cpu --rl-device cpu, or --env-backend gymnasium" % (flag, device))
-
-
-def check_extras(args):
-    if args.track:
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
-            raise ConfigError("--track needs wandb: pip install wandb")
-
-
-def import_isaacgymenvs():
-    try:
-        import isaacgym  # noqa: F401  (imported before torch at the top when installed)
-        import isaacgymenvs
-    except ImportError as e:
-        raise ConfigError(ISAACGYM_MISSING % str(e).splitlines()[0])
-    return isaacgymenvs
 
 
 class IsaacGymEnv:
@@ -344,6 +277,8 @@ def make_env(args, num_envs, seed, device):
             force_render=not args.headless,  # the viewer shows every step; headless runs render nothing
         )
         return IsaacGymEnv(task, device)
+    import gymnasium as gym
+
     try:
         envs = gym.make_vec(
             args.env_id,
@@ -357,7 +292,9 @@ def make_env(args, num_envs, seed, device):
         envs.close()
         raise ConfigError("%s has a %s action space; MEow needs a continuous (Box) one" % (args.env_id, type(envs.single_action_space).__name__))
     # the flow's tanh emits actions in (-1, 1), as Isaac Gym tasks expect; map them onto the env's box
-    envs = gym.wrappers.vector.RescaleAction(envs, min_action=-1.0, max_action=1.0)
+    # (bounds in the box's own dtype, so that gymnasium has no precision to warn about)
+    unit = np.ones(envs.single_action_space.shape, dtype=envs.single_action_space.dtype)
+    envs = gym.wrappers.vector.RescaleAction(envs, min_action=-unit, max_action=unit)
     return GymnasiumEnv(envs, device, seed)
 
 
@@ -393,21 +330,215 @@ class RunningMeanStd(nn.Module):
         return ((x - self.mean) / torch.sqrt(self.var + self.epsilon)).clamp(-self.clip, self.clip).to(x.dtype)
 
 
-class MaskedReplayBuffer(ReplayBuffer):
-    """ReplayBuffer that takes whole vectorized steps and samples only the rows that are real transitions.
+# ================================================================ the method (the same text in meow_continuous_action.py)
+class FlowPolicy(nn.Module):
+    """The MEow network: policy, soft Q and soft V from one conditional flow (E1).
 
-    Dropping the rows of restarting envs would need their count on the host (a device sync every
-    step); instead each step is stored whole with a 0/1 mask, and sampling draws from the mask.
+    Sampling direction: eps ~ N(0, I) -> z0 = sigma(s) * eps (prior) -> 4 additive couplings -> a = tanh(z).
+    """
+
+    def __init__(self, obs_dim, act_dim, alpha, sigma_max, sigma_min, hidden=64, shift_hidden=256):
+        super().__init__()
+        self.alpha = alpha
+        self.act_dim = act_dim
+        self.hidden = hidden
+        self.prior = ConditionalGaussianScale(MLP([obs_dim, hidden, hidden, act_dim], init="zero"), sigma_max, sigma_min)
+        mask = (torch.arange(act_dim) % 2 == 0).float()
+        self.couplings = nn.ModuleList(
+            AdditiveCoupling(m, MLP([act_dim + obs_dim, hidden, hidden, act_dim], init="orthogonal", layer_norm=True, dropout=0.1))
+            for m in (mask, 1 - mask, mask, 1 - mask)  # two pairs with alternating masks
+        )
+        self.squash = TanhSquash()
+        self.reward_shift = RewardShift(obs_dim, shift_hidden)
+        self.half_log_2pi = 0.5 * act_dim * math.log(2 * math.pi)
+        self._dropouts = [m for m in self.modules() if isinstance(m, Dropout)]  # a plain list: not registered twice
+
+    def use_dropout(self, active):
+        """Dropout on for updates, off for acting (as in the paper). The same as train()/eval() for this
+        network, whose only mode-dependent layers are dropouts, without walking its ~80 submodules (~0.5 ms)."""
+        for layer in self._dropouts:
+            layer.training = active
+
+    @contextlib.contextmanager
+    def dropout_masks(self, batch_size):
+        """Inside this block the dropout layers use keep-masks for `batch_size` rows drawn in one call.
+
+        Under torch.compile the masks thus enter the compiled loss as inputs: drawn inside it they
+        cost ~0.9 ms of a 7.3 ms update on a CPU (measured).
+        """
+        param = next(self.parameters())
+        masks = keep_mask((len(self._dropouts), batch_size, self.hidden), self._dropouts[0].p, param.device, param.dtype)
+        for layer, mask in zip(self._dropouts, masks):
+            layer.mask = mask
+        try:
+            yield
+        finally:
+            for layer in self._dropouts:
+                layer.mask = None
+
+    def sample(self, obs, deterministic=False):
+        """Actions in (-1, 1) and their log-probability (E1, E2). Deterministic pushes the prior mean (eps = 0) through the flow."""
+        eps = obs.new_zeros(obs.shape[0], self.act_dim) if deterministic else torch.randn(obs.shape[0], self.act_dim, device=obs.device)
+        log_prob = -0.5 * eps.pow(2).sum(-1) - self.half_log_2pi
+        z, log_det = self.prior(eps, obs)
+        log_prob = log_prob - log_det
+        for coupling in self.couplings:
+            z, log_det = coupling(z, obs)
+            log_prob = log_prob - log_det
+        actions, log_det = self.squash(z)
+        return actions, log_prob - log_det
+
+    def energy_and_normaliser(self, obs, actions):
+        """Split log pi(a|s) = energy(s, a) - log Z(s), the energy-based reading of the flow (E2).
+
+        The coupling log-dets belong to the energy (zero for additive ones); the prior's state-only
+        scaling gives the normaliser.
+        """
+        z, energy = self.squash.inverse(actions)
+        for coupling in reversed(self.couplings):
+            z, log_det = coupling.inverse(z, obs)
+            energy = energy + log_det
+        eps, log_det_prior = self.prior.inverse(z, obs)
+        energy = energy - 0.5 * eps.pow(2).sum(-1)
+        log_z = self.half_log_2pi - log_det_prior
+        return energy, log_z
+
+    def log_prob(self, obs, actions):
+        energy, log_z = self.energy_and_normaliser(obs, actions)
+        return energy - log_z
+
+    def q_and_v(self, obs, actions):
+        """Soft Q (E3) and soft V (E4), [B, 2] each, one column per reward shift b_k(s); Q_k - V_k = alpha * log pi.
+
+        One pass through the couplings serves both columns: the shifts depend on s only.
+        """
+        energy, log_z = self.energy_and_normaliser(obs, actions)
+        shift = self.reward_shift(obs)
+        return self.alpha * (shift + energy[:, None]), self.alpha * (shift + log_z[:, None])
+
+    def value(self, obs):
+        """The exact soft value V_k(s) (E4), [B, 2], in closed form: the prior is Gaussian and the couplings
+        preserve volume, so no coupling layer and no sampling is needed."""
+        log_z = self.half_log_2pi + self.prior.log_std(obs).sum(-1)
+        return self.alpha * (self.reward_shift(obs) + log_z[:, None])
+
+
+def soft_bellman_target(target_policy, rewards, next_obs, terminated, gamma):
+    """(E5): time-outs are not terminations, so they bootstrap."""
+    with torch.no_grad():
+        next_v = target_policy.value(next_obs).min(dim=1).values
+        return rewards + gamma * (1.0 - terminated) * next_v
+
+
+def meow_loss(policy, target_policy, batch, gamma):
+    """The single MEow objective (E6): MSE of both Q columns against the shared soft-Bellman target."""
+    y = soft_bellman_target(target_policy, batch.rewards, batch.next_obs, batch.terminated, gamma)
+    q, _ = policy.q_and_v(batch.obs, batch.actions)
+    return F.mse_loss(q, y[:, None].expand_as(q))
+
+
+def flatten_parameters(module):
+    """Move every parameter of `module`, and its gradient, into one flat tensor; return that tensor.
+
+    A speed trick, not the method: each parameter becomes a view of the flat tensor (and its .grad a
+    view of the flat gradient), so Adam, the gradient clip, zeroing and the Polyak average each run
+    once over one buffer instead of once per tensor (72 of them). Measured with benchmarks/bench_loop.py
+    (per-tensor variant): it buys more than 5% of whole-loop steps per second on a CPU. Call it after
+    the module is on its device; the gradient is zeroed in place from then on, never set to None.
+    """
+    params = list(module.parameters())
+    flat = torch.cat([p.detach().reshape(-1) for p in params]).requires_grad_(params[0].requires_grad)
+    flat.grad = torch.zeros_like(flat) if flat.requires_grad else None
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.data = flat.data[offset : offset + n].view_as(p)
+        if flat.grad is not None:
+            p.grad = flat.grad[offset : offset + n].view_as(p)  # backward accumulates into it in place
+        offset += n
+    return flat
+
+
+def make_optimizer(params, lr):
+    """Adam, fused (one kernel for all parameters) where this torch supports it, else foreach."""
+    params = list(params)
+    for kwargs in (dict(fused=True), dict(foreach=True), {}):
+        try:
+            return torch.optim.Adam(params, lr=lr, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            continue
+
+
+def make_update(policy, target_policy, lr, gamma, tau, max_grad_norm, compile=False):
+    """Build the per-step update: one gradient step on the MEow loss (E6), then the Polyak average (E7).
+
+    Returns (update, optimizer). update(batch) returns the loss as a device tensor: nothing in it waits
+    for the device (no .item()), so the host runs ahead of a GPU.
+    """
+    params = flatten_parameters(policy)
+    target_params = flatten_parameters(target_policy)
+    optimizer = make_optimizer([params], lr)
+    loss_fn = maybe_compile(meow_loss, compile, params.device, "the update")
+
+    def update(batch):
+        policy.use_dropout(True)
+        with policy.dropout_masks(batch.obs.shape[0]):
+            loss = loss_fn(policy, target_policy, batch, gamma)
+        params.grad.zero_()
+        loss.backward()
+        nn.utils.clip_grad_norm_([params], max_grad_norm)
+        optimizer.step()
+        with torch.no_grad():
+            target_params.lerp_(params, tau)  # (E7)
+        return loss.detach()
+
+    return update, optimizer
+
+
+def diagnostics(policy, batch):
+    """What users of a MaxEnt agent look at, as device tensors (read only at log points): batch means of
+    Q and V, the acting policy's entropy -E[log pi] (exact per sample: the flow gives log pi), the prior's
+    mean log-std, and the share of action components the tanh pushes past |a| > 0.99."""
+    with torch.no_grad():
+        policy.use_dropout(False)
+        q, v = policy.q_and_v(batch.obs, batch.actions)
+        actions, log_prob = policy.sample(batch.obs)
+        return {
+            "losses/q_values": q.mean(),
+            "losses/v_values": v.mean(),
+            "charts/entropy": -log_prob.mean(),
+            "charts/prior_log_std": policy.prior.log_std(batch.obs).mean(),
+            "charts/action_saturation": (actions.abs() > 0.99).float().mean(),
+        }
+# ================================================================ end of the method
+
+
+Batch = namedtuple("Batch", ["obs", "actions", "rewards", "next_obs", "terminated"])
+
+
+class ReplayBuffer:
+    """A ring buffer of whole vectorized steps on the training device, sampling only real transitions.
+
+    All fields live side by side in one [capacity, width] tensor so that a minibatch is one gather. The
+    step out of an ended episode (the env restarts during it) is no transition: dropping its rows would
+    need their count on the host (a device sync every step), so each step is stored whole with a 0/1
+    mask, and sampling draws from the mask.
     """
 
     def __init__(self, steps, num_envs, obs_dim, act_dim, device):
-        super().__init__(steps * num_envs, obs_dim, act_dim, device)
-        self.valid = torch.zeros(steps * num_envs, device=device)
+        self.widths = [obs_dim, act_dim, 1, obs_dim, 1]
+        self.capacity = steps * num_envs  # a multiple of num_envs: a step never wraps
+        self.data = torch.zeros(self.capacity, sum(self.widths), device=device)
+        self.valid = torch.zeros(self.capacity, device=device)
+        self.pos = 0
+        self.size = 0
 
     def add(self, obs, actions, rewards, next_obs, terminated, valid):
-        pos = self.pos  # a multiple of num_envs, since the capacity is: a step never wraps
-        super().add(obs, actions, rewards, next_obs, terminated)
-        self.valid[pos : pos + valid.shape[0]] = valid
+        n = obs.shape[0]
+        self.data[self.pos : self.pos + n] = torch.cat([obs, actions, rewards[:, None], next_obs, terminated[:, None]], dim=1)
+        self.valid[self.pos : self.pos + n] = valid
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
 
     def sample(self, batch_size):
         idx = torch.multinomial(self.valid, batch_size, replacement=True)
@@ -415,12 +546,11 @@ class MaskedReplayBuffer(ReplayBuffer):
         return Batch(obs, actions, rewards[:, 0], next_obs, terminated[:, 0])
 
     def state_dict(self):
-        state = super().state_dict()
-        state["valid"] = self.valid[: self.size].clone()
-        return state
+        return {"data": self.data[: self.size].clone(), "valid": self.valid[: self.size].clone(), "pos": self.pos, "size": self.size}
 
     def load_state_dict(self, state):
-        super().load_state_dict(state)
+        self.size, self.pos = state["size"], state["pos"]
+        self.data[: self.size] = state["data"].to(self.data)
         self.valid[: self.size] = state["valid"].to(self.valid)
 
 
@@ -439,7 +569,7 @@ def step_and_store(envs, rb, obs, dones, actions, bootstrap_timeouts):
 def evaluate(policy, obs_rms, envs, episodes):
     """Returns of the deterministic policy (prior mean pushed through the flow): all envs restart together
     and the first episode of each of the first `episodes` envs counts, so short episodes are not favoured."""
-    policy.eval()
+    policy.use_dropout(False)
     count = min(episodes, envs.num_envs)
     obs, _ = envs.reset()
     returns = torch.zeros(envs.num_envs, device=envs.device)
@@ -453,61 +583,7 @@ def evaluate(policy, obs_rms, envs, episodes):
     return returns[:count].tolist()
 
 
-def crossed(prev_step, step, frequency):
-    """True when a multiple of `frequency` lies in (prev_step, step]: a vectorized step adds num_envs steps."""
-    return step // frequency > prev_step // frequency
-
-
-def training_device(args):
-    if args.env_backend == "isaacgym":
-        return torch.device(args.rl_device)
-    return torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-
-
-MACHINE_FLAGS = ("sim_device", "rl_device", "graphics_device_id", "headless", "cuda", "async_envs")
-
-
-def checkpoint_args(ckpt, path, args):
-    """The saved run's Args, with this machine's device and process flags from `args`."""
-    if "obs_rms" not in ckpt:
-        raise ConfigError("%s has no observation normaliser: not a meow_isaacgym.py model or checkpoint" % path)
-    saved = Args(**ckpt["args"])
-    for flag in MACHINE_FLAGS:
-        setattr(saved, flag, getattr(args, flag))
-    return saved
-
-
-def evaluate_checkpoint(args):
-    """--eval-checkpoint: the saved deterministic policy on its own backend and task."""
-    ckpt = load_checkpoint(args.eval_checkpoint)
-    saved = checkpoint_args(ckpt, args.eval_checkpoint, args)
-    check_backend(saved)
-    device = training_device(saved)
-    envs = make_env(saved, args.eval_episodes, args.seed, device)
-    if (envs.obs_dim, envs.act_dim) != (ckpt["obs_dim"], ckpt["act_dim"]):
-        envs.close()
-        raise ConfigError("%s has observation/action sizes %d/%d, the model %d/%d" % (task_name(saved), envs.obs_dim, envs.act_dim, ckpt["obs_dim"], ckpt["act_dim"]))
-    policy = make_policy(saved, ckpt["obs_dim"], ckpt["act_dim"], device)
-    policy.load_state_dict(ckpt["model"])
-    obs_rms = RunningMeanStd(ckpt["obs_dim"]).to(device)
-    obs_rms.load_state_dict(ckpt["obs_rms"])
-    returns = evaluate(policy, obs_rms, envs, args.eval_episodes)
-    envs.close()
-    print("%s: eval return %.2f +- %.2f over %d episodes (deterministic policy)" % (task_name(saved), np.mean(returns), np.std(returns), len(returns)))
-    return returns
-
-
-def resume_args(args):
-    """--resume: the checkpoint's args (this machine's devices), except an explicit --total-timesteps (to extend a run)."""
-    ckpt = load_checkpoint(args.resume)
-    check_resumable(ckpt, args.resume)
-    resumed = checkpoint_args(ckpt, args.resume, args)
-    if args.total_timesteps is not None:
-        resumed.total_timesteps = args.total_timesteps
-    resumed.resume = args.resume
-    return resumed, ckpt
-
-
+# ================================================================ the loop
 def main(args):
     try:
         if args.eval_checkpoint:
@@ -533,36 +609,34 @@ def main(args):
         print(note)
     print("hyper-parameters: " + ", ".join("%s=%s" % (k, v) for k, v in vars(args).items()))
 
-    name = task_name(args)
     if ckpt is None:
-        run_name = "%s__%s__%s__%d" % (name, args.exp_name, args.seed, int(time.time()))
+        run_name = "%s__%s__%s__%d" % (task_name(args), args.exp_name, args.seed, int(time.time()))
         run_dir = os.path.join("runs", run_name)
     else:
         run_dir = os.path.dirname(os.path.abspath(args.resume))
         run_name = os.path.basename(run_dir)
         print("resuming %s from step %d" % (run_name, start_iteration * args.num_envs))
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args), name=run_name, save_code=True)
-    from torch.utils.tensorboard import SummaryWriter
-
-    # purge_step hides anything a killed run logged after its checkpoint: no duplicate points
-    writer = SummaryWriter(run_dir, purge_step=start_iteration * args.num_envs if ckpt else None)
-    if ckpt is None:
-        writer.add_text("hyperparameters", hparam_table(args))
+    writer = make_writer(args, run_name, run_dir, start_iteration * args.num_envs if ckpt else None)
 
     seed_everything(args)
-
     n, obs_dim, act_dim = envs.num_envs, envs.obs_dim, envs.act_dim
-    policy, target_policy, optimizer, update = make_learner(args, obs_dim, act_dim, device)
-    sample = maybe_compile(policy.sample, args.compile, device)
+    iterations = -(-args.total_timesteps // n)  # vectorized steps, rounded up
+    compile = compile_enabled(args, iterations - max(args.learning_starts, start_iteration))
+
+    policy = FlowPolicy(obs_dim, act_dim, args.alpha, args.sigma_max, args.sigma_min).to(device)
+    target_policy = FlowPolicy(obs_dim, act_dim, args.alpha, args.sigma_max, args.sigma_min).to(device)
+    target_policy.load_state_dict(policy.state_dict())
+    target_policy.requires_grad_(False)
+    update, optimizer = make_update(policy, target_policy, args.learning_rate, args.gamma, args.tau, args.max_grad_norm, compile)
+    sample = maybe_compile(policy.sample, compile, device, "the action sampling")
     obs_rms = RunningMeanStd(obs_dim).to(device)
-    rb = MaskedReplayBuffer(args.buffer_steps_per_env, n, obs_dim, act_dim, device)
+    rb = ReplayBuffer(args.buffer_steps_per_env, n, obs_dim, act_dim, device)
 
     last_return, last_eval, loss = float("nan"), float("nan"), None
     if ckpt is not None:
-        load_learner(ckpt, policy, target_policy, optimizer)
+        policy.load_state_dict(ckpt["model"])
+        target_policy.load_state_dict(ckpt["target"])
+        optimizer.load_state_dict(ckpt["optimizer"])
         obs_rms.load_state_dict(ckpt["obs_rms"])
         if ckpt.get("buffer") is not None:
             rb.load_state_dict(ckpt["buffer"])
@@ -575,8 +649,7 @@ def main(args):
         return {"model": policy.state_dict(), "obs_rms": obs_rms.state_dict(), "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim}
 
     obs, dones = envs.reset()
-    iterations = -(-args.total_timesteps // n)  # vectorized steps, rounded up
-    start_time = time.time()
+    rate = RecentRate(start_iteration * n)
     for iteration in range(start_iteration, iterations):
         # the paper's running observation normalisation, fed with the observations of stored transitions
         obs_rms.update(obs, ~dones)
@@ -588,33 +661,42 @@ def main(args):
                 actions, _ = sample(obs_rms(obs))
         obs, dones = step_and_store(envs, rb, obs, dones, actions, args.bootstrap_timeouts)
 
+        prev_step, step = iteration * n, min((iteration + 1) * n, args.total_timesteps)
         # one gradient step per vectorized step (the paper's Isaac Gym setting); a buffer restored empty
         # refills for learning_starts steps first, so that it holds real transitions to sample
         if iteration >= args.learning_starts and rb.size > args.learning_starts * n:
+            first = loss is None
             batch = rb.sample(args.batch_size)
             loss = update(batch._replace(obs=obs_rms(batch.obs), next_obs=obs_rms(batch.next_obs)))
+            if first:  # time it from here: the random-action phase and the compilation say nothing of the rest
+                rate.restart(step)
 
-        prev_step, step = iteration * n, min((iteration + 1) * n, args.total_timesteps)
+        if crossed(prev_step, step, args.log_frequency) or step == args.total_timesteps:
+            scalars = {"losses/qf_loss": loss} if loss is not None else {}
+            if loss is not None:
+                batch = rb.sample(args.batch_size)
+                scalars.update(diagnostics(policy, batch._replace(obs=obs_rms(batch.obs))))
+            scalars = read_and_check(scalars, policy, step, args, writer)
+            sps = rate.add(step)
+            scalars["charts/SPS"] = sps
+            episodes, mean_return, mean_length = envs.pop()
+            if episodes:
+                last_return = mean_return
+                scalars.update({"charts/episodic_return": mean_return, "charts/episodic_length": mean_length})
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, step)
+            print(
+                "step %d/%d | SPS %.0f | return %.1f | eval %.1f | entropy %.2f | ETA %s"
+                % (step, args.total_timesteps, sps, last_return, last_eval, scalars.get("charts/entropy", float("nan")),
+                   format_eta((args.total_timesteps - step) / sps) if loss is not None else "after learning starts")
+            )
         if crossed(prev_step, step, args.eval_frequency):
             last_eval = float(np.mean(evaluate(policy, obs_rms, eval_envs, args.eval_episodes)))
             writer.add_scalar("eval/return", last_eval, step)
             if eval_envs is envs.env:
                 obs, dones = envs.reset()  # training resumes on new episodes, none of them partly deterministic
-        if crossed(prev_step, step, args.log_frequency) or step == args.total_timesteps:
-            sps = (step - start_iteration * n) / (time.time() - start_time)
-            writer.add_scalar("charts/SPS", sps, step)
-            if loss is not None:
-                writer.add_scalar("losses/qf_loss", loss.item(), step)
-            episodes, mean_return, mean_length = envs.pop()
-            if episodes:
-                last_return = mean_return
-                writer.add_scalar("charts/episodic_return", mean_return, step)
-                writer.add_scalar("charts/episodic_length", mean_length, step)
-            print(
-                "step %d/%d | SPS %.0f | return %.1f | eval %.1f | ETA %s"
-                % (step, args.total_timesteps, sps, last_return, last_eval, format_eta((args.total_timesteps - step) / sps))
-            )
         if args.save_model and crossed(prev_step, step, args.checkpoint_frequency) and step < args.total_timesteps:
+            read_and_check({}, policy, step, args, writer)  # never save non-finite weights
             state = model_state()
             state.update(
                 iteration=iteration + 1, step=step, target=target_policy.state_dict(), optimizer=optimizer.state_dict(),
@@ -623,13 +705,357 @@ def main(args):
             save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), state)
 
     if args.save_model:
+        read_and_check({}, policy, args.total_timesteps, args, writer)
         path = os.path.join(run_dir, "%s.pt" % args.exp_name)
         torch.save(model_state(), path)
         print("model saved to %s" % path)
     envs.close()
     if eval_envs is not envs.env:
         eval_envs.close()
+    close_writer(writer)
+
+
+# ================================================================ support code (not the method)
+# Flag checks, backends, threads and compiling, the run's writer, checkpoints and RNG state, console
+# output. meow_continuous_action.py holds its own copy of the parts both scripts need.
+
+
+class ConfigError(ValueError):
+    """Bad user input: reported as one line on stderr, before anything is written."""
+
+
+def fail(message, code=2):
+    print("error: %s" % message, file=sys.stderr)
+    sys.exit(code)
+
+
+def task_name(args):
+    return args.task if args.env_backend == "isaacgym" else args.env_id.split("-v")[0]
+
+
+def resolve_defaults(args):
+    """Fill every hyper-parameter left as None with the paper's value for the task; a note when there is none."""
+    name, note = task_name(args), None
+    if name not in PAPER_DEFAULTS:
+        note = "note: no paper defaults for %s; using the Ant values for unset hyper-parameters" % name
+        name = "Ant"
+    defaults = dict(PAPER_DEFAULTS[name])
+    if args.env_backend == "gymnasium":
+        defaults["num_envs"] = GYMNASIUM_NUM_ENVS
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return note
+
+
+def validate_algorithm_args(args):
+    """Raise ConfigError for hyper-parameters of the MEow update that cannot train."""
+    for field in fields(args):
+        value = getattr(args, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError("--%s must be a finite number (got %s)" % (field.name.replace("_", "-"), value))
+    if args.alpha <= 0:
+        raise ConfigError("--alpha must be > 0 (got %g)" % args.alpha)
+    if args.sigma_min >= args.sigma_max:
+        raise ConfigError("--sigma-min must be < --sigma-max (got %g >= %g)" % (args.sigma_min, args.sigma_max))
+    if not 0 < args.tau <= 1:
+        raise ConfigError("--tau must be in (0, 1] (got %g)" % args.tau)
+    if not 0 <= args.gamma <= 1:
+        raise ConfigError("--gamma must be in [0, 1] (got %g)" % args.gamma)
+    if args.learning_rate <= 0 or args.max_grad_norm <= 0:
+        raise ConfigError("--learning-rate and --max-grad-norm must be > 0")
+    if args.torch_threads is not None and args.torch_threads < 1:
+        raise ConfigError("--torch-threads must be >= 1")
+
+
+def validate_args(args):
+    """Raise ConfigError for settings that cannot train."""
+    validate_algorithm_args(args)
+    if min(args.num_envs, args.batch_size, args.buffer_steps_per_env, args.total_timesteps) < 1:
+        raise ConfigError("--num-envs, --batch-size, --buffer-steps-per-env and --total-timesteps must be >= 1")
+    if args.learning_starts < 1:
+        raise ConfigError("--learning-starts must be >= 1 (got %d)" % args.learning_starts)
+    if args.learning_starts >= args.buffer_steps_per_env:
+        raise ConfigError("--learning-starts (%d) must be < --buffer-steps-per-env (%d)" % (args.learning_starts, args.buffer_steps_per_env))
+    iterations = -(-args.total_timesteps // args.num_envs)
+    if iterations <= args.learning_starts:
+        raise ConfigError("--total-timesteps (%d) is %d vectorized steps of %d envs, which does not pass --learning-starts (%d vectorized steps): "
+                          "the run would never update" % (args.total_timesteps, iterations, args.num_envs, args.learning_starts))
+    if args.buffer_steps_per_env * args.num_envs > 2**24:
+        raise ConfigError("a replay memory of %d steps x %d envs exceeds 2^24 rows, the most torch.multinomial samples from on a GPU; lower --buffer-steps-per-env" % (args.buffer_steps_per_env, args.num_envs))
+    if min(args.eval_frequency, args.eval_episodes, args.log_frequency, args.checkpoint_frequency) < 1:
+        raise ConfigError("--eval-frequency, --eval-episodes, --log-frequency and --checkpoint-frequency must be >= 1")
+
+
+def check_backend(args):
+    """The backend's own input: devices and packages for isaacgym, the env id for gymnasium."""
+    if args.env_backend == "gymnasium":
+        try:
+            import gymnasium as gym
+        except ImportError:
+            raise ConfigError("the gymnasium backend needs gymnasium: pip install 'gymnasium[mujoco]'")
+        if args.env_id not in gym.registry:
+            raise ConfigError("unknown env id %r: not registered in gymnasium (e.g. Ant-v4, Humanoid-v4)" % args.env_id)
+        return
+    import_isaacgymenvs()
+    for flag, device in (("--sim-device", args.sim_device), ("--rl-device", args.rl_device)):
+        try:
+            device = torch.device(device)
+        except RuntimeError:
+            raise ConfigError("%s %r is not a device (e.g. cuda:0 or cpu)" % (flag, device))
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("%s %s but torch sees no CUDA GPU; use --sim-device cpu --rl-device cpu, or --env-backend gymnasium" % (flag, device))
+
+
+def check_extras(args):
+    if args.track:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ConfigError("--track needs wandb: pip install wandb")
+
+
+def import_isaacgymenvs():
+    try:
+        import isaacgym  # noqa: F401  (imported before torch at the top when installed)
+        import isaacgymenvs
+    except ImportError as e:
+        raise ConfigError(ISAACGYM_MISSING % str(e).splitlines()[0])
+    return isaacgymenvs
+
+
+def training_device(args):
+    if args.env_backend == "isaacgym":
+        return torch.device(args.rl_device)
+    return torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+
+def crossed(prev_step, step, frequency):
+    """True when a multiple of `frequency` lies in (prev_step, step]: a vectorized step adds num_envs steps."""
+    return step // frequency > prev_step // frequency
+
+
+# ---------------------------------------------------------------- shared support (the same text in meow_continuous_action.py)
+# Threads and compiling
+MAX_DEFAULT_THREADS = 2  # the update's matrices are small: more threads did not make it faster (bench_update.py --threads)
+COMPILE_MIN_UPDATES = 20_000  # compiling costs ~15 s (warm cache) to ~70 s (cold) and saves ~3 ms an update on a CPU
+
+
+def default_threads():
+    """$OMP_NUM_THREADS when set (run_seeds.py sets 1 per job), else the cores this process may use, at most MAX_DEFAULT_THREADS."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, MAX_DEFAULT_THREADS))
+
+
+def seed_everything(args):
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.torch_threads or default_threads())
+
+
+def compile_enabled(args, updates):
+    """--compile (the default) in a run long enough to earn the compile time back."""
+    return args.compile and updates >= COMPILE_MIN_UPDATES and hasattr(torch, "compile")
+
+
+def maybe_compile(fn, enabled, device, what):
+    """torch.compile(fn) when enabled; fn itself (eager) otherwise, or with a one-line warning when the
+    backend fails, at wrapping or at the first call (e.g. no C++ compiler). The first call prints one
+    line first: that is when compiling happens."""
+    if not enabled:
+        return fn
+
+    def eager(reason):
+        print("warning: %s; running %s eagerly" % (reason, what), file=sys.stderr)
+        return fn
+
+    try:
+        if torch.device(device).type == "cpu":
+            import torch._inductor.config as inductor_config
+
+            # random draws in compiled code (the action noise) come from ATen's generator, as in eager
+            # mode: the same numbers, and faster than inductor's own on a CPU (measured)
+            inductor_config.fallback_random = True
+        current = [torch.compile(fn, dynamic=False)]
+    except Exception as e:  # the backend is unavailable on this platform
+        return eager("torch.compile unavailable (%s)" % str(e).strip().splitlines()[0])
+    started = []
+
+    def call(*args, **kwargs):
+        if current[0] is not fn and not started:
+            started.append(True)
+            print("compiling %s (once per process: about a minute on a 2-core CPU, seconds when the compile cache holds "
+                  "these shapes; --no-compile skips it)" % what, flush=True)
+        try:
+            return current[0](*args, **kwargs)
+        except Exception as e:
+            if current[0] is fn:
+                raise
+            current[0] = eager("torch.compile failed (%s)" % str(e).strip().splitlines()[0])
+            return fn(*args, **kwargs)
+
+    return call
+
+
+# The run's writer, divergence, console
+def make_writer(args, run_name, run_dir, purge_step):
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args), name=run_name, save_code=True)
+    from torch.utils.tensorboard import SummaryWriter
+
+    # purge_step hides anything a killed run logged after its checkpoint: no duplicate points
+    writer = SummaryWriter(run_dir, purge_step=purge_step)
+    if purge_step is None:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join("|%s|%s|" % (k, v) for k, v in vars(args).items()))
+    return writer
+
+
+def close_writer(writer):
     writer.close()
+    if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+        sys.modules["wandb"].finish()
+
+
+def read_and_check(scalars, policy, step, args, writer):
+    """Read the device tensors in `scalars` at once (one host sync) and stop the run if any of them, or any
+    weight, is not finite: one error line, exit code 1, TensorBoard flushed, no model file written (the
+    last checkpoint, written while the weights were finite, stays)."""
+    finite = torch.stack([p.isfinite().all() for p in policy.parameters()]).all()
+    names = list(scalars)
+    values = torch.stack([finite.float()] + [scalars[name].float() for name in names]).tolist()
+    bad = [name for name, value in zip(names, values[1:]) if not math.isfinite(value)]
+    if values[0] != 1.0:
+        bad.append("the network's weights")
+    if bad:
+        close_writer(writer)
+        fail("training diverged at step %d (%s not finite); look at --learning-rate (%g) and --max-grad-norm (%g), --alpha (%g), "
+             "--sigma-max/--sigma-min (%g/%g); no model file was written"
+             % (step, ", ".join(bad), args.learning_rate, args.max_grad_norm, args.alpha, args.sigma_max, args.sigma_min), code=1)
+    return dict(zip(names, values[1:]))
+
+
+class RecentRate:
+    """Steps per second over the last `window` log intervals: an ETA from the current pace, not from an
+    average that still holds the fast random-action phase. restart() forgets the past (phase changes)."""
+
+    def __init__(self, step, window=5):
+        self.points = deque(maxlen=window + 1)
+        self.restart(step)
+
+    def restart(self, step, now=None):
+        self.points.clear()
+        self.points.append((step, time.time() if now is None else now))
+
+    def add(self, step, now=None):
+        """Record a log point; returns the recent rate in steps per second."""
+        self.points.append((step, time.time() if now is None else now))
+        (s0, t0), (s1, t1) = self.points[0], self.points[-1]
+        return (s1 - s0) / (t1 - t0) if s1 > s0 and t1 > t0 else float("nan")
+
+
+def format_eta(seconds):
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(max(seconds, 0))
+    return "%dh%02dm%02ds" % (seconds // 3600, seconds % 3600 // 60, seconds % 60)
+
+
+# Checkpoints and RNG state
+def rng_state():
+    """Every global RNG the loop draws from (python, numpy, torch CPU and CUDA)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path, state):
+    """torch.save through a temporary file, so a run killed while saving keeps its previous checkpoint."""
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, device="cpu"):
+    if not os.path.isfile(path):
+        raise ConfigError("no checkpoint at %s" % path)
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:
+        raise ConfigError("cannot read checkpoint %s: %s" % (path, str(e).splitlines()[0] if str(e) else type(e).__name__))
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "args" not in ckpt:
+        raise ConfigError("%s is not a MEow model or checkpoint (no 'model'/'args' entries)" % path)
+    return ckpt
+
+
+def check_resumable(ckpt, path):
+    """Raise ConfigError unless `ckpt` is a training checkpoint this version can continue."""
+    if "optimizer" not in ckpt or "step" not in ckpt:
+        raise ConfigError("%s is a saved model, not a checkpoint.pt to resume (--eval-checkpoint evaluates it)" % path)
+    if [len(group["params"]) for group in ckpt["optimizer"]["param_groups"]] != [1]:
+        raise ConfigError("%s holds one Adam state per tensor (written before the flat parameter buffer): this version "
+                          "cannot resume it (--eval-checkpoint still evaluates it)" % path)
+
+
+# ---------------------------------------------------------------- end of the shared support
+
+
+MACHINE_FLAGS = ("sim_device", "rl_device", "graphics_device_id", "headless", "cuda", "async_envs", "torch_threads", "compile")
+
+
+def checkpoint_args(ckpt, path, args):
+    """The saved run's Args, with this machine's device and process flags from `args`."""
+    if "obs_rms" not in ckpt:
+        raise ConfigError("%s has no observation normaliser: not a meow_isaacgym.py model or checkpoint" % path)
+    saved = Args(**ckpt["args"])
+    for flag in MACHINE_FLAGS:
+        setattr(saved, flag, getattr(args, flag))
+    return saved
+
+
+def resume_args(args):
+    """--resume: the checkpoint's args (this machine's devices), except an explicit --total-timesteps (to extend a run)."""
+    ckpt = load_checkpoint(args.resume)
+    check_resumable(ckpt, args.resume)
+    resumed = checkpoint_args(ckpt, args.resume, args)
+    if args.total_timesteps is not None:
+        resumed.total_timesteps = args.total_timesteps
+    resumed.resume = args.resume
+    return resumed, ckpt
+
+
+def evaluate_checkpoint(args):
+    """--eval-checkpoint: the saved deterministic policy on its own backend and task."""
+    ckpt = load_checkpoint(args.eval_checkpoint)
+    saved = checkpoint_args(ckpt, args.eval_checkpoint, args)
+    check_backend(saved)
+    device = training_device(saved)
+    envs = make_env(saved, args.eval_episodes, args.seed, device)
+    if (envs.obs_dim, envs.act_dim) != (ckpt["obs_dim"], ckpt["act_dim"]):
+        envs.close()
+        raise ConfigError("%s has observation/action sizes %d/%d, the model %d/%d" % (task_name(saved), envs.obs_dim, envs.act_dim, ckpt["obs_dim"], ckpt["act_dim"]))
+    policy = FlowPolicy(ckpt["obs_dim"], ckpt["act_dim"], saved.alpha, saved.sigma_max, saved.sigma_min).to(device)
+    policy.load_state_dict(ckpt["model"])
+    obs_rms = RunningMeanStd(ckpt["obs_dim"]).to(device)
+    obs_rms.load_state_dict(ckpt["obs_rms"])
+    returns = evaluate(policy, obs_rms, envs, args.eval_episodes)
+    envs.close()
+    print("%s: eval return %.2f +- %.2f over %d episodes (deterministic policy)" % (task_name(saved), np.mean(returns), np.std(returns), len(returns)))
+    return returns
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Time one gradient update: MEow as shipped vs. a straightforward MEow vs. SAC.
 
     python benchmarks/bench_update.py                 # Hopper-v4 and Humanoid-v4 sizes, batch 256
-    python benchmarks/bench_update.py --repeats 500 --threads 2
-    python benchmarks/bench_update.py --envs Hopper-v4 --compile --profile
+    python benchmarks/bench_update.py --repeats 500 --threads 1
+    python benchmarks/bench_update.py --envs Hopper-v4 --no-compile --profile
     python benchmarks/bench_update.py --breakdown     # what each part of the network costs
 
-(1) shipped:          `make_update` from meow_continuous_action.py: one pass through the couplings,
+All at the training script's default threads unless --threads says otherwise.
+(1) shipped:          `make_update` from meow_continuous_action.py as the default command runs it (compiled;
+                      eager with --no-compile, and the eager one is also shown): one pass through the couplings,
                       reward shifts on observations only, the target value without any coupling layer,
                       parameters in one flat buffer (one fused Adam, clip and Polyak step), the dropout
                       masks of the pass drawn at once, no host synchronisation.
@@ -137,6 +139,7 @@ def make_sac_update(obs_dim, act_dim, gamma=0.99, tau=0.005, lr=1e-3):
             torch._foreach_lerp_(t_params, c_params, tau)
         return q_loss.detach()
 
+    update.actor, update.critic_optimizer = actor, q_opt  # for bench_loop.py's SAC loop
     return update
 
 
@@ -220,8 +223,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the training script's default is 1)")
-    parser.add_argument("--compile", action="store_true", help="also time the shipped update with --compile")
+    parser.add_argument("--threads", type=int, default=meow.default_threads(), help="torch CPU threads (default: the training script's default, %(default)s here)")
+    parser.add_argument("--no-compile", dest="compile", action="store_false", help="time (1) eager only (the default also times it compiled)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of the shipped update")
     parser.add_argument("--breakdown", action="store_true", help="also time the shipped update without each part of the network")
     args = parser.parse_args()
@@ -229,22 +232,22 @@ def main():
     torch.manual_seed(0)
 
     print("torch %s, %d thread(s), batch %d, median of %d updates after %d warm-up, variants interleaved in blocks of 10" % (torch.__version__, args.threads, args.batch_size, args.repeats, args.warmup))
-    print("| sizes | (1) MEow shipped | (2) MEow straightforward | (3) SAC | (1)/(2) | (1)/(3) |" + (" (1) compiled |" if args.compile else ""))
+    print("| sizes | (1) MEow shipped%s | (2) MEow straightforward | (3) SAC | (1)/(2) | (1)/(3) |%s" % ((", compiled", " (1) eager |") if args.compile else ("", "")))
     print("|---|---|---|---|---|---|" + ("---|" if args.compile else ""))
     for env_id in args.envs:
         obs_dim, act_dim = SIZES[env_id]
         rb = random_buffer(obs_dim, act_dim)
         updates = {}
-        updates["shipped"] = shipped_update(*make_meow(obs_dim, act_dim))
+        updates["shipped"] = shipped_update(*make_meow(obs_dim, act_dim), compile=args.compile)
         updates["straightforward"], _ = make_straightforward_update(*make_meow(obs_dim, act_dim))
         updates["sac"] = make_sac_update(obs_dim, act_dim)
         if args.compile:
-            updates["compiled"] = shipped_update(*make_meow(obs_dim, act_dim), compile=True)
+            updates["eager"] = shipped_update(*make_meow(obs_dim, act_dim))
         ms = median_ms(updates, rb, args.batch_size, args.warmup, args.repeats)
         t1, t2, t3 = ms["shipped"], ms["straightforward"], ms["sac"]
         row = "| %s (obs %d, act %d) | %.2f ms | %.2f ms | %.2f ms | %.2f | %.2f |" % (env_id, obs_dim, act_dim, t1, t2, t3, t1 / t2, t1 / t3)
         if args.compile:
-            row += " %.2f ms |" % ms["compiled"]
+            row += " %.2f ms |" % ms["eager"]
         print(row, flush=True)
         if args.breakdown:
             breakdown(obs_dim, act_dim, rb, args)

@@ -134,7 +134,7 @@ def test_tune_marks_failed_trial_as_failed(tmp_path):
 
 
 def test_bench_update_prints_every_variant_and_the_ratios(tmp_path):
-    result = run_tool("bench_update.py", ["--envs", "Hopper-v4", "--warmup", "2", "--repeats", "20"], tmp_path)
+    result = run_tool("bench_update.py", ["--envs", "Hopper-v4", "--warmup", "2", "--repeats", "20", "--no-compile"], tmp_path)
     assert result.returncode == 0, result.stderr
     header, rows = markdown_rows(result.stdout)
     assert [row["sizes"] for row in rows] == ["Hopper-v4 (obs 11, act 3)"]
@@ -145,10 +145,12 @@ def test_bench_update_prints_every_variant_and_the_ratios(tmp_path):
 
 
 def test_bench_loop_times_the_training_loop_of_each_variant(tmp_path):
-    args = ["--learning-starts", "100", "--warmup-steps", "100", "--steps", "200", "--variants", "shipped", "straightforward"]
+    args = ["--learning-starts", "300", "--warmup-steps", "300", "--steps", "300", "--variants", "eager-1thread", "straightforward", "sac"]
     result = run_tool("bench_loop.py", args, tmp_path)
     assert result.returncode == 0, result.stderr
     _, rows = markdown_rows(result.stdout)
-    assert [row["update"] for row in rows] == ["shipped", "straightforward"]
-    assert all(float(row["training SPS"]) > 0 for row in rows)
+    assert [row["variant"] for row in rows] == ["eager-1thread", "straightforward", "sac"]
+    sps = [float(row["training SPS"]) for row in rows]
+    assert all(s > 0 for s in sps)
+    assert abs(float(rows[0]["vs sac"].rstrip("x")) - sps[0] / sps[2]) < 0.01
     assert os.listdir(tmp_path) == []  # the runs went to a temporary directory

@@ -16,7 +16,6 @@ import pytest
 import torch
 
 import meow_isaacgym as mig
-from meow_continuous_action import load_checkpoint, save_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "meow_isaacgym.py")
@@ -149,9 +148,10 @@ def stored(rb):
 
 # ----------------------------------------------------------------------------------- python 3.8
 def test_isaac_files_stay_python38():
-    """Isaac Gym Preview 4 runs on Python 3.8: these files (and the one they import) must stay valid there."""
-    for name in ("meow_isaacgym.py", "flow_layers.py", "meow_continuous_action.py"):
-        tree = ast.parse(open(os.path.join(ROOT, name)).read(), filename=name, feature_version=(3, 8))
+    """Isaac Gym Preview 4 runs on Python 3.8 with torch 1.13: the Isaac script and the layers it imports must stay valid there."""
+    for name in ("meow_isaacgym.py", "flow_layers.py"):
+        src = open(os.path.join(ROOT, name)).read()
+        tree = ast.parse(src, filename=name, feature_version=(3, 8))
         for node in ast.walk(tree):
             annotations = []
             if isinstance(node, ast.AnnAssign):
@@ -164,11 +164,27 @@ def test_isaac_files_stay_python38():
                     assert not (isinstance(sub, ast.Subscript) and isinstance(sub.value, ast.Name) and sub.value.id in ("list", "dict", "tuple", "set", "type")), "%s:%d: builtin generic" % (name, sub.lineno)
             if isinstance(node, ast.Attribute):
                 assert node.attr not in ("removeprefix", "removesuffix"), "%s:%d: str.%s is 3.9+" % (name, node.lineno, node.attr)
-    # torch APIs newer than 1.13 with no fallback
-    for name in ("meow_isaacgym.py", "flow_layers.py"):
-        src = open(os.path.join(ROOT, name)).read()
-        for api in ("torch.compile(", "torch.func", "torch.export", "set_default_device", "torch.nn.attention"):
+        # torch APIs newer than 1.13: none, but torch.compile behind a check that this torch has it
+        for api in ("torch.func", "torch.export", "set_default_device", "torch.nn.attention"):
             assert api not in src, "%s uses %s (torch > 1.13)" % (name, api)
+        if "torch.compile(" in src:
+            assert 'hasattr(torch, "compile")' in src, "%s calls torch.compile without checking that torch has it" % name
+
+
+def test_isaac_script_stands_alone_and_imports_gymnasium_only_for_its_backend():
+    """The isaacgym path needs neither meow_continuous_action.py nor gymnasium (an Isaac Gym machine has the old gym)."""
+    tree = ast.parse(open(SCRIPT).read())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "meow_continuous_action" not in imported
+    assert imported & {os.path.splitext(f)[0] for f in os.listdir(ROOT) if f.endswith(".py")} == {"flow_layers"}
+    code = ("import sys; sys.modules['gymnasium'] = None; sys.modules['meow_continuous_action'] = None; import meow_isaacgym, tyro; "
+            "args = tyro.cli(meow_isaacgym.Args, args=['--task', 'Ant', '--headless']); meow_isaacgym.resolve_defaults(args); "
+            "meow_isaacgym.validate_args(args); print('gymnasium' in sys.modules and sys.modules['gymnasium'] is not None)")
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="ignore")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"
 
 
 # ----------------------------------------------------------------------------------- adapters
@@ -191,7 +207,7 @@ def check_stored_transitions(rb, episode_col, step_col, terminal):
 def test_gymnasium_adapter_splits_timeouts_and_stores_no_cross_episode_transition(bootstrap_timeouts):
     args = mig.Args(env_backend="gymnasium", env_id="MeowTestCounter-v0")
     envs = mig.make_env(args, 3, seed=0, device=torch.device("cpu"))
-    rb = mig.MaskedReplayBuffer(100, 3, 2, 1, torch.device("cpu"))
+    rb = mig.ReplayBuffer(100, 3, 2, 1, torch.device("cpu"))
     obs, dones = envs.reset()
     assert not dones.any()  # gymnasium's reset observations are real first states
     ends = []
@@ -215,7 +231,7 @@ def test_gymnasium_adapter_splits_timeouts_and_stores_no_cross_episode_transitio
 def test_isaacgym_adapter_masks_restart_steps(fake_isaacgym):
     isaacgymenvs = mig.import_isaacgymenvs()
     envs = mig.IsaacGymEnv(isaacgymenvs.make(0, "Ant", 8, "cpu", "cpu"), torch.device("cpu"))
-    rb = mig.MaskedReplayBuffer(200, 8, 5, 2, torch.device("cpu"))
+    rb = mig.ReplayBuffer(200, 8, 5, 2, torch.device("cpu"))
     obs, dones = envs.reset()
     assert dones.all()  # a new VecTask resets every env during its first step
     for _ in range(120):
@@ -247,9 +263,9 @@ def test_running_mean_std_matches_numpy_and_round_trips(tmp_path):
     assert abs(float(rms.count) - len(kept)) < 1e-3
 
     path = str(tmp_path / "checkpoint.pt")
-    save_checkpoint(path, {"model": {}, "args": {}, "obs_rms": rms.state_dict()})
+    mig.save_checkpoint(path, {"model": {}, "args": {}, "obs_rms": rms.state_dict()})
     restored = mig.RunningMeanStd(3)
-    restored.load_state_dict(load_checkpoint(path)["obs_rms"])
+    restored.load_state_dict(mig.load_checkpoint(path)["obs_rms"])
     probe = torch.as_tensor(rng.normal(size=(10, 3)).astype(np.float32))
     assert torch.equal(restored(probe), rms(probe))
     assert restored(probe).dtype == torch.float32 and float(restored(probe * 1e6).abs().max()) <= restored.clip
@@ -270,7 +286,7 @@ def test_isaacgym_backend_trains_checkpoints_resumes_and_evaluates(fake_isaacgym
     lengths = [e.value for e in acc.Scalars("charts/episodic_length")]
     assert all(1 <= x <= 20 for x in lengths)
 
-    ckpt = load_checkpoint(os.path.join(run_dir, "checkpoint.pt"))
+    ckpt = mig.load_checkpoint(os.path.join(run_dir, "checkpoint.pt"))
     assert ckpt["step"] == 3200 and ckpt["iteration"] == 200 and ckpt["buffer"]["size"] == 3200
     # the normaliser counted the observation of every stored transition, and only those
     assert abs(float(ckpt["obs_rms"]["count"]) - float(ckpt["buffer"]["valid"].sum())) < 1e-2

@@ -1,4 +1,8 @@
-"""The MEow network: a normalised policy, Q - V = alpha * log pi, exact V, and the fused loss."""
+"""The MEow network: a normalised policy, Q - V = alpha * log pi, exact V, and the fused loss.
+
+Both scripts hold the algorithm; the tests of its maths run on each copy (the `meow` fixture), and
+test_the_two_scripts_hold_the_same_algorithm keeps the copies identical.
+"""
 import math
 import os
 import sys
@@ -6,17 +10,25 @@ import sys
 import pytest
 import torch
 
-from meow_continuous_action import Batch, FlowPolicy, flatten_parameters, make_update, maybe_compile, meow_loss, soft_bellman_target
+import meow_continuous_action
+import meow_isaacgym
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 from bench_update import straightforward_loss  # noqa: E402  (the benchmark's reference (2))
 
 ALPHA = 0.3
+SCRIPTS = [meow_continuous_action, meow_isaacgym]
 
 
-def randomised_policy(obs_dim, act_dim, scale=0.1, seed=0, sigma_max=-0.3, sigma_min=-1.5):
+@pytest.fixture(params=SCRIPTS, ids=lambda m: m.__name__)
+def meow(request):
+    """Each script's own copy of the algorithm."""
+    return request.param
+
+
+def randomised_policy(meow, obs_dim, act_dim, scale=0.1, seed=0, sigma_max=-0.3, sigma_min=-1.5):
     torch.manual_seed(seed)
-    policy = FlowPolicy(obs_dim, act_dim, ALPHA, sigma_max, sigma_min)
+    policy = meow.FlowPolicy(obs_dim, act_dim, ALPHA, sigma_max, sigma_min)
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(scale * torch.randn_like(p))
@@ -30,7 +42,8 @@ def midpoint_grid(n, dim, low=-1.0, high=1.0):
 
 @pytest.mark.parametrize("act_dim,n", [(1, 4000), (2, 600)])
 def test_density_integrates_to_one_over_the_action_box(act_dim, n):
-    policy = randomised_policy(4, act_dim).double()
+    meow = meow_continuous_action  # ~20 s: one copy (the copies are identical, tested below)
+    policy = randomised_policy(meow, 4, act_dim).double()
     grid, cell = midpoint_grid(n, act_dim)
     for obs in torch.randn(2, 4, dtype=torch.float64):
         with torch.no_grad():
@@ -39,9 +52,10 @@ def test_density_integrates_to_one_over_the_action_box(act_dim, n):
 
 
 def test_density_of_a_strongly_randomised_flow_integrates_to_one_in_latent_space():
+    meow = meow_continuous_action  # ~10 s: one copy
     # larger weights push mass against the box edges, where an action grid is too coarse:
     # integrate the same density after the substitution a = tanh(u), da = prod(1 - tanh(u)^2) du
-    policy = randomised_policy(4, 2, scale=0.3).double()
+    policy = randomised_policy(meow, 4, 2, scale=0.3).double()
     u, cell = midpoint_grid(600, 2, -7.0, 7.0)
     a = torch.tanh(u)
     obs = torch.randn(1, 4, dtype=torch.float64).expand(len(u), 4)
@@ -50,8 +64,8 @@ def test_density_of_a_strongly_randomised_flow_integrates_to_one_in_latent_space
     assert abs(log_density.exp().sum().item() * cell - 1.0) < 0.02
 
 
-def test_q_minus_v_is_alpha_log_pi_per_column():
-    policy = randomised_policy(6, 3, scale=0.3)
+def test_q_minus_v_is_alpha_log_pi_per_column(meow):
+    policy = randomised_policy(meow, 6, 3, scale=0.3)
     obs, actions = torch.randn(128, 6), torch.rand(128, 3) * 1.9 - 0.95
     with torch.no_grad():
         q, v = policy.q_and_v(obs, actions)
@@ -62,9 +76,9 @@ def test_q_minus_v_is_alpha_log_pi_per_column():
     assert not torch.allclose(q[:, 0], q[:, 1])  # two different reward shifts
 
 
-def test_value_is_the_soft_value_of_q():
+def test_value_is_the_soft_value_of_q(meow):
     # V(s) = alpha * log integral exp(Q(s, a) / alpha) da, checked by quadrature for act_dim 1
-    policy = randomised_policy(4, 1).double()
+    policy = randomised_policy(meow, 4, 1).double()
     grid, cell = midpoint_grid(4000, 1)
     obs = torch.randn(1, 4, dtype=torch.float64)
     with torch.no_grad():
@@ -75,8 +89,8 @@ def test_value_is_the_soft_value_of_q():
     assert torch.allclose(policy.q_and_v(obs, grid[:1])[1][0], v)
 
 
-def test_reward_shift_changes_q_and_v_but_not_the_policy():
-    policy = randomised_policy(5, 2, scale=0.3)
+def test_reward_shift_changes_q_and_v_but_not_the_policy(meow):
+    policy = randomised_policy(meow, 5, 2, scale=0.3)
     obs, actions = torch.randn(64, 5), torch.rand(64, 2) * 1.8 - 0.9
     with torch.no_grad():
         q0, v0 = policy.q_and_v(obs, actions)
@@ -94,8 +108,8 @@ def test_reward_shift_changes_q_and_v_but_not_the_policy():
     assert torch.equal(a0, a1) and torch.equal(s_lp0, s_lp1)
 
 
-def test_deterministic_action_is_the_prior_mean_pushed_through_the_flow():
-    policy = randomised_policy(5, 3, scale=0.3)
+def test_deterministic_action_is_the_prior_mean_pushed_through_the_flow(meow):
+    policy = randomised_policy(meow, 5, 3, scale=0.3)
     obs = torch.randn(16, 5)
     with torch.no_grad():
         actions, _ = policy.sample(obs, deterministic=True)
@@ -108,8 +122,8 @@ def test_deterministic_action_is_the_prior_mean_pushed_through_the_flow():
     assert (actions.abs() > 1e-3).all()  # the couplings moved it away from 0
 
 
-def test_samples_lie_in_the_box_and_carry_their_log_prob():
-    policy = randomised_policy(5, 4, scale=0.3)
+def test_samples_lie_in_the_box_and_carry_their_log_prob(meow):
+    policy = randomised_policy(meow, 5, 4, scale=0.3)
     obs = torch.randn(2048, 5)
     with torch.no_grad():
         actions, log_prob = policy.sample(obs)
@@ -120,24 +134,24 @@ def test_samples_lie_in_the_box_and_carry_their_log_prob():
     assert close.float().mean() > 0.999  # float32 saturation of tanh may spoil a rare sample
 
 
-def test_soft_bellman_target_bootstraps_time_outs_not_terminations():
-    target = randomised_policy(3, 2, scale=0.3)
+def test_soft_bellman_target_bootstraps_time_outs_not_terminations(meow):
+    target = randomised_policy(meow, 3, 2, scale=0.3)
     next_obs = torch.randn(4, 3)
     rewards = torch.tensor([1.0, 1.0, -2.0, 0.5])
     terminated = torch.tensor([0.0, 1.0, 0.0, 1.0])  # a time-out is stored as terminated = 0
-    y = soft_bellman_target(target, rewards, next_obs, terminated, gamma=0.9)
+    y = meow.soft_bellman_target(target, rewards, next_obs, terminated, gamma=0.9)
     min_v = target.value(next_obs).min(dim=1).values
     assert torch.allclose(y[[0, 2]], rewards[[0, 2]] + 0.9 * min_v[[0, 2]])
     assert torch.equal(y[[1, 3]], rewards[[1, 3]])
     assert (min_v[[0, 2]].abs() > 1e-3).all()
 
 
-def test_fused_loss_equals_the_straightforward_reference():
-    policy, target = randomised_policy(7, 3, scale=0.3, seed=0), randomised_policy(7, 3, scale=0.3, seed=1)
+def test_fused_loss_equals_the_straightforward_reference(meow):
+    policy, target = randomised_policy(meow, 7, 3, scale=0.3, seed=0), randomised_policy(meow, 7, 3, scale=0.3, seed=1)
     gen = torch.Generator().manual_seed(0)
-    batch = Batch(torch.randn(64, 7, generator=gen), torch.rand(64, 3, generator=gen) * 1.8 - 0.9,
+    batch = meow.Batch(torch.randn(64, 7, generator=gen), torch.rand(64, 3, generator=gen) * 1.8 - 0.9,
                   torch.randn(64, generator=gen), torch.randn(64, 7, generator=gen), (torch.rand(64, generator=gen) < 0.3).float())
-    loss = meow_loss(policy, target, batch, 0.99)
+    loss = meow.meow_loss(policy, target, batch, 0.99)
     ref, q1, q2 = straightforward_loss(policy, target, batch, 0.99)
     q, _ = policy.q_and_v(batch.obs, batch.actions)
     assert torch.allclose(q[:, 0], q1, atol=1e-5) and torch.allclose(q[:, 1], q2, atol=1e-5)
@@ -155,14 +169,14 @@ def test_fused_loss_equals_the_straightforward_reference():
         assert (g is None and r is None) or torch.allclose(g, r, atol=1e-5)
 
 
-def test_update_lowers_the_loss_and_moves_the_target_by_tau():
+def test_update_lowers_the_loss_and_moves_the_target_by_tau(meow):
     torch.manual_seed(0)
-    policy = FlowPolicy(4, 2, ALPHA, -0.3, -5.0)
-    target = FlowPolicy(4, 2, ALPHA, -0.3, -5.0).eval()
+    policy = meow.FlowPolicy(4, 2, ALPHA, -0.3, -5.0)
+    target = meow.FlowPolicy(4, 2, ALPHA, -0.3, -5.0).eval()
     target.load_state_dict(policy.state_dict())
     target.requires_grad_(False)
-    update, _ = make_update(policy, target, 1e-3, 0.99, 0.01, 30.0)
-    batch = Batch(torch.randn(128, 4), torch.rand(128, 2) * 2 - 1, torch.randn(128), torch.randn(128, 4), torch.zeros(128))
+    update, _ = meow.make_update(policy, target, 1e-3, 0.99, 0.01, 30.0)
+    batch = meow.Batch(torch.randn(128, 4), torch.rand(128, 2) * 2 - 1, torch.randn(128), torch.randn(128, 4), torch.zeros(128))
     before = {k: v.clone() for k, v in target.state_dict().items()}
     online_before = {k: v.clone() for k, v in policy.state_dict().items()}
     first = update(batch)
@@ -175,22 +189,22 @@ def test_update_lowers_the_loss_and_moves_the_target_by_tau():
     assert last.item() < 0.5 * first.item()
 
 
-def policy_pair(seed=0, obs_dim=4, act_dim=2):
+def policy_pair(meow, seed=0, obs_dim=4, act_dim=2):
     torch.manual_seed(seed)
-    policy = FlowPolicy(obs_dim, act_dim, ALPHA, -0.3, -5.0)
-    target = FlowPolicy(obs_dim, act_dim, ALPHA, -0.3, -5.0).eval()
+    policy = meow.FlowPolicy(obs_dim, act_dim, ALPHA, -0.3, -5.0)
+    target = meow.FlowPolicy(obs_dim, act_dim, ALPHA, -0.3, -5.0).eval()
     target.load_state_dict(policy.state_dict())
     target.requires_grad_(False)
     return policy, target
 
 
-def test_flattened_parameters_and_gradients_are_views_of_one_buffer():
-    policy, _ = policy_pair()
+def test_flattened_parameters_and_gradients_are_views_of_one_buffer(meow):
+    policy, _ = policy_pair(meow)
     policy.use_dropout(False)
     state = {k: v.clone() for k, v in policy.state_dict().items()}
     obs, actions = torch.randn(16, 4), torch.rand(16, 2) * 2 - 1
     q_before = policy.q_and_v(obs, actions)[0].detach()
-    flat = flatten_parameters(policy)
+    flat = meow.flatten_parameters(policy)
     assert flat.numel() == sum(p.numel() for p in policy.parameters())
     assert all(torch.equal(v, policy.state_dict()[k]) for k, v in state.items())  # same values, new home
     assert torch.equal(policy.q_and_v(obs, actions)[0].detach(), q_before)
@@ -202,12 +216,12 @@ def test_flattened_parameters_and_gradients_are_views_of_one_buffer():
     assert all(torch.equal(p, state[k] + 1.0) for k, p in policy.named_parameters())
 
 
-def test_flat_update_takes_the_same_steps_as_a_per_tensor_update():
+def test_flat_update_takes_the_same_steps_as_a_per_tensor_update(meow):
     """Adam, the clip and Polyak over one flat buffer are the per-tensor arithmetic, done at once."""
-    batch = Batch(torch.randn(64, 4), torch.rand(64, 2) * 2 - 1, torch.randn(64), torch.randn(64, 4), (torch.rand(64) < 0.2).float())
-    policy, target = policy_pair()
-    update, _ = make_update(policy, target, 1e-3, 0.99, 0.01, max_grad_norm=0.5)  # small clip: it binds
-    ref_policy, ref_target = policy_pair()
+    batch = meow.Batch(torch.randn(64, 4), torch.rand(64, 2) * 2 - 1, torch.randn(64), torch.randn(64, 4), (torch.rand(64) < 0.2).float())
+    policy, target = policy_pair(meow)
+    update, _ = meow.make_update(policy, target, 1e-3, 0.99, 0.01, max_grad_norm=0.5)  # small clip: it binds
+    ref_policy, ref_target = policy_pair(meow)
     params, target_params = list(ref_policy.parameters()), list(ref_target.parameters())
     optimizer = torch.optim.Adam(params, lr=1e-3, foreach=False)
     for step in range(5):
@@ -216,7 +230,7 @@ def test_flat_update_takes_the_same_steps_as_a_per_tensor_update():
         torch.manual_seed(100 + step)
         ref_policy.use_dropout(True)
         with ref_policy.dropout_masks(64):
-            ref_loss = meow_loss(ref_policy, ref_target, batch, 0.99)
+            ref_loss = meow.meow_loss(ref_policy, ref_target, batch, 0.99)
         optimizer.zero_grad()
         ref_loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 0.5)
@@ -231,7 +245,7 @@ def test_flat_update_takes_the_same_steps_as_a_per_tensor_update():
         assert torch.allclose(t, ref, atol=1e-6), name
 
 
-def test_compile_that_fails_at_the_first_call_falls_back_with_one_warning(monkeypatch, capsys):
+def test_compile_that_fails_at_the_first_call_falls_back_with_one_warning(meow, monkeypatch, capsys):
     def broken_compile(fn, **kwargs):
         def compiled(*args):
             raise RuntimeError("no C++ compiler found\nlong traceback")
@@ -239,14 +253,16 @@ def test_compile_that_fails_at_the_first_call_falls_back_with_one_warning(monkey
         return compiled
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    fn = maybe_compile(lambda x: 2 * x, True)
+    fn = meow.maybe_compile(lambda x: 2 * x, True, "cpu", "the doubling")
     assert fn(3) == 6 and fn(4) == 8
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["warning: torch.compile failed (no C++ compiler found); --compile ignored"]
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == ["warning: torch.compile failed (no C++ compiler found); running the doubling eagerly"]
+    (line,) = captured.out.strip().splitlines()  # said once, before the (failed) compilation
+    assert line.startswith("compiling the doubling (once per process") and "--no-compile" in line
 
 
-def test_dropout_masks_are_drawn_once_used_by_every_layer_and_cleared():
-    policy, _ = policy_pair()
+def test_dropout_masks_are_drawn_once_used_by_every_layer_and_cleared(meow):
+    policy, _ = policy_pair(meow)
     policy.use_dropout(True)
     obs, actions = torch.randn(32, 4), torch.rand(32, 2) * 2 - 1
     with policy.dropout_masks(32):
@@ -267,19 +283,52 @@ def test_dropout_masks_are_drawn_once_used_by_every_layer_and_cleared():
 def test_compiled_loss_equals_the_eager_loss_with_fresh_masks_each_call(capsys):
     """torch.compile must read the dropout masks as inputs of the compiled loss, not bake in the first ones."""
     pytest.importorskip("torch._inductor")
-    policy, target = policy_pair(seed=3)
+    meow = meow_continuous_action  # compiling takes ~20 s: one copy (the copies are identical, tested below)
+    policy, target = policy_pair(meow, seed=3)
     policy.use_dropout(True)
-    compiled = maybe_compile(meow_loss, True)
+    compiled = meow.maybe_compile(meow.meow_loss, True, "cpu", "the loss")
     gen = torch.Generator().manual_seed(0)
-    batch = Batch(torch.randn(32, 4, generator=gen), torch.rand(32, 2, generator=gen) * 2 - 1, torch.randn(32, generator=gen),
+    batch = meow.Batch(torch.randn(32, 4, generator=gen), torch.rand(32, 2, generator=gen) * 2 - 1, torch.randn(32, generator=gen),
                   torch.randn(32, 4, generator=gen), (torch.rand(32, generator=gen) < 0.2).float())
     losses = []
     for seed in (10, 11):  # the same batch, new masks
         torch.manual_seed(seed)
         with policy.dropout_masks(32):
-            eager = meow_loss(policy, target, batch, 0.99)
+            eager = meow.meow_loss(policy, target, batch, 0.99)
             fast = compiled(policy, target, batch, 0.99)
         assert torch.allclose(fast, eager, rtol=1e-5, atol=1e-6)
         losses.append(eager)
     assert not torch.allclose(losses[0], losses[1])  # so the second call would have caught stale masks
-    assert "--compile ignored" not in capsys.readouterr().err  # it really ran compiled
+    assert "eagerly" not in capsys.readouterr().err  # it really ran compiled
+
+
+# ----------------------------------------------------------------------------- the two copies
+SHARED = ["FlowPolicy", "soft_bellman_target", "meow_loss", "flatten_parameters", "make_optimizer", "make_update", "diagnostics"]
+
+
+def test_the_two_scripts_hold_the_same_algorithm():
+    """The copy CleanRL accepts on purpose must not drift: the same source text, and the same numbers."""
+    import inspect
+
+    for name in SHARED:
+        assert inspect.getsource(getattr(meow_continuous_action, name)) == inspect.getsource(getattr(meow_isaacgym, name)), name
+    gen = torch.Generator().manual_seed(0)
+    batch = meow_continuous_action.Batch(torch.randn(32, 5, generator=gen), torch.rand(32, 3, generator=gen) * 1.8 - 0.9,
+                                         torch.randn(32, generator=gen), torch.randn(32, 5, generator=gen), (torch.rand(32, generator=gen) < 0.3).float())
+    results = []
+    for script in SCRIPTS:
+        policy, target = policy_pair(script, seed=4, obs_dim=5, act_dim=3)
+        with torch.no_grad():
+            for p in target.parameters():
+                p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+        policy.use_dropout(True)
+        torch.manual_seed(7)
+        with policy.dropout_masks(32):
+            loss = script.meow_loss(policy, target, batch, 0.99)
+        grads = torch.autograd.grad(loss, list(policy.parameters()))
+        policy.use_dropout(False)
+        q, v = policy.q_and_v(batch.obs, batch.actions)
+        results.append([loss, q, v, policy.log_prob(batch.obs, batch.actions), *grads])
+    assert len(results[0]) == len(results[1])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)

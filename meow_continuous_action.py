@@ -614,22 +614,27 @@ def check_rendering(env_id):
     frame now, so that a missing renderer stops the run at its start, not at its first evaluation."""
     headless = sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
     if headless and "MUJOCO_GL" not in os.environ:
-        os.environ["MUJOCO_GL"] = "egl"  # read by MuJoCo when it first renders; GLFW would need a display
+        os.environ["MUJOCO_GL"] = "egl"  # read when MuJoCo is first imported (just below); GLFW needs a display
         os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     try:
         import imageio.v2  # noqa: F401  (writes the frames)
         import imageio_ffmpeg  # noqa: F401  (its .mp4 encoder)
     except ImportError:
         raise ConfigError("--capture-video needs imageio and imageio-ffmpeg: pip install imageio imageio-ffmpeg")
-    env = make_env(env_id, 0, render=True)()
+    env = None
     try:
+        env = make_env(env_id, 0, render=True)()
         env.reset(seed=0)
         frame = env.render()
+    except ConfigError:
+        raise
     except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError("--capture-video cannot render %s with MUJOCO_GL=%s (%s): install EGL (Debian: apt install libegl1) "
-                          "or OSMesa and set MUJOCO_GL=egl or osmesa" % (env_id, os.environ.get("MUJOCO_GL", "glfw"), str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__))
+                          "or OSMesa and set MUJOCO_GL=egl or osmesa" % (env_id, os.environ.get("MUJOCO_GL", "glfw"), reason))
     finally:
-        env.close()
+        if env is not None:
+            env.close()
     if frame is None:
         raise ConfigError("--capture-video: %s renders no frames" % env_id)
 

@@ -20,8 +20,9 @@ The equations, named where the code computes them:
 
 Run: python meow_isaacgym.py --task Ant --headless                      (Isaac Gym Preview 4, GPU)
      python meow_isaacgym.py --env-backend gymnasium --env-id Ant-v4     (anywhere, CPU)
-The file reads top to bottom as the method: arguments, the envs, the network, the target and loss,
-the update, the replay buffer, the loop; support code that is not the method follows the loop.
+The file reads top to bottom as the method: arguments, the network, the target and loss, the update,
+the replay buffer, the envs (the part that differs), the loop; support code that is not the method
+follows the loop.
 Kept valid for Python 3.8 and torch >= 1.13, which Isaac Gym Preview 4 machines run; gymnasium is
 imported only by the gymnasium backend.
 """
@@ -156,178 +157,6 @@ ISAACGYM_MISSING = (
     "(pip install -e isaacgym/python) and IsaacGymEnvs (git clone https://github.com/isaac-sim/IsaacGymEnvs; "
     "pip install -e IsaacGymEnvs) on Python 3.8, see the README; or train without them with --env-backend gymnasium"
 )
-
-
-class IsaacGymEnv:
-    """An IsaacGymEnvs VecTask seen through the interface the training loop uses.
-
-    step(actions) -> (obs, rewards, dones, time_outs), tensors on the device. An env whose `dones` is
-    set returns that episode's last observation and restarts during the next step, so the transition
-    of that next step is not a real one.
-    """
-
-    def __init__(self, task, device):
-        self.task = task
-        self.device = device
-        self.num_envs = task.num_envs
-        self.obs_dim = task.observation_space.shape[0]
-        self.act_dim = task.action_space.shape[0]
-
-    def reset(self):
-        """Have every env start a new episode; returns (obs, dones) with every env marked as restarting."""
-        # a VecTask resets the envs flagged in reset_buf during its next step; a new VecTask starts with all flagged
-        self.task.reset_buf[:] = 1
-        obs = self.task.reset()["obs"]
-        return obs, torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
-
-    def step(self, actions):
-        obs_dict, rewards, reset_buf, extras = self.task.step(actions)
-        return obs_dict["obs"], rewards, reset_buf.bool(), extras["time_outs"].bool()
-
-    def close(self):
-        pass  # an Isaac Gym simulation lives as long as its process
-
-
-class GymnasiumEnv:
-    """gymnasium's vector API behind the Isaac-style interface of IsaacGymEnv.
-
-    The vector env autoresets in the same step: for an env whose episode ended, gymnasium returns the
-    next episode's first observation and keeps the last one in infos["final_obs"]. Returning the last
-    one instead gives the Isaac semantics, so the training loop is the same for both backends: the
-    next step, whose action was chosen from that last observation, is not stored (one step per
-    episode), and no transition across two episodes is ever stored.
-    """
-
-    def __init__(self, envs, device, seed):
-        self.envs = envs
-        self.device = device
-        self.seed = seed
-        self.num_envs = envs.num_envs
-        self.obs_dim = envs.single_observation_space.shape[0]
-        self.act_dim = envs.single_action_space.shape[0]
-
-    def tensor(self, x, dtype=torch.float32):
-        return torch.as_tensor(np.asarray(x), dtype=dtype, device=self.device)
-
-    def reset(self):
-        obs, _ = self.envs.reset(seed=self.seed)
-        self.seed = None  # seed once; later resets continue each env's random stream
-        return self.tensor(obs), torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-
-    def step(self, actions):
-        obs, rewards, terminated, truncated, infos = self.envs.step(actions.cpu().numpy())
-        if "_final_obs" in infos:
-            for i in np.flatnonzero(infos["_final_obs"]):
-                obs[i] = infos["final_obs"][i]
-        # a time limit hit in a terminal state is a termination
-        time_outs = truncated & ~terminated
-        return self.tensor(obs), self.tensor(rewards), self.tensor(terminated | truncated, torch.bool), self.tensor(time_outs, torch.bool)
-
-    def close(self):
-        self.envs.close()
-
-
-class EpisodeStatistics:
-    """Episode returns and lengths summed on the device; read (one host copy) only when logging."""
-
-    def __init__(self, env):
-        self.env = env
-        self.num_envs, self.obs_dim, self.act_dim, self.device = env.num_envs, env.obs_dim, env.act_dim, env.device
-        self.returns = torch.zeros(self.num_envs, device=self.device)
-        self.lengths = torch.zeros(self.num_envs, device=self.device)
-        self.finished = torch.zeros(3, device=self.device)  # episodes, sum of returns, sum of lengths
-
-    def reset(self):
-        self.returns.zero_()
-        self.lengths.zero_()
-        return self.env.reset()
-
-    def step(self, actions):
-        obs, rewards, dones, time_outs = self.env.step(actions)
-        self.returns += rewards
-        self.lengths += 1
-        ended = dones.float()
-        self.finished += torch.stack([ended.sum(), (self.returns * ended).sum(), (self.lengths * ended).sum()])
-        self.returns *= 1 - ended
-        self.lengths *= 1 - ended
-        return obs, rewards, dones, time_outs
-
-    def pop(self):
-        """(episodes finished since the last pop, their mean return, their mean length)."""
-        count, returns, lengths = self.finished.tolist()
-        self.finished.zero_()
-        return int(count), returns / max(count, 1), lengths / max(count, 1)
-
-    def close(self):
-        self.env.close()
-
-
-def make_env(args, num_envs, seed, device):
-    """The training (or evaluation) envs of the chosen backend, behind the Isaac-style interface."""
-    if args.env_backend == "isaacgym":
-        isaacgymenvs = import_isaacgymenvs()
-        task = isaacgymenvs.make(
-            seed=seed,
-            task=args.task,
-            num_envs=num_envs,
-            sim_device=args.sim_device,
-            rl_device=args.rl_device,
-            graphics_device_id=args.graphics_device_id,
-            headless=args.headless,
-            force_render=not args.headless,  # the viewer shows every step; headless runs render nothing
-        )
-        return IsaacGymEnv(task, device)
-    import gymnasium as gym
-
-    try:
-        envs = gym.make_vec(
-            args.env_id,
-            num_envs=num_envs,
-            vectorization_mode="async" if args.async_envs else "sync",
-            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-        )
-    except gym.error.DependencyNotInstalled as e:
-        raise ConfigError("%s needs a missing dependency: %s" % (args.env_id, str(e).splitlines()[0]))
-    if not isinstance(envs.single_action_space, gym.spaces.Box):
-        envs.close()
-        raise ConfigError("%s has a %s action space; MEow needs a continuous (Box) one" % (args.env_id, type(envs.single_action_space).__name__))
-    # the flow's tanh emits actions in (-1, 1), as Isaac Gym tasks expect; map them onto the env's box
-    # (bounds in the box's own dtype, so that gymnasium has no precision to warn about)
-    unit = np.ones(envs.single_action_space.shape, dtype=envs.single_action_space.dtype)
-    envs = gym.wrappers.vector.RescaleAction(envs, min_action=-unit, max_action=unit)
-    return GymnasiumEnv(envs, device, seed)
-
-
-class RunningMeanStd(nn.Module):
-    """Running mean and variance of the observations, on the device (the paper's Isaac Gym runs normalise
-    observations this way). Batches merge with Chan et al.'s parallel update; `mask` selects the rows to count.
-    Calling it standardises observations and clips them to +-clip.
-    """
-
-    def __init__(self, dim, clip=5.0, epsilon=1e-8):
-        super().__init__()
-        self.clip = clip
-        self.epsilon = epsilon
-        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
-        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
-        # a tiny prior count keeps the first merge finite without host-side checks
-        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
-
-    @torch.no_grad()
-    def update(self, x, mask=None):
-        weights = torch.ones(x.shape[0], dtype=torch.float64, device=x.device) if mask is None else mask.to(torch.float64)
-        batch_count = weights.sum()
-        x = x.to(torch.float64)
-        batch_mean = (weights[:, None] * x).sum(0) / batch_count.clamp(min=1)
-        batch_var = (weights[:, None] * (x - batch_mean) ** 2).sum(0) / batch_count.clamp(min=1)
-        delta = batch_mean - self.mean
-        total = self.count + batch_count
-        self.var.copy_((self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total) / total)
-        self.mean.add_(delta * batch_count / total)
-        self.count.copy_(total)
-
-    def forward(self, x):
-        return ((x - self.mean) / torch.sqrt(self.var + self.epsilon)).clamp(-self.clip, self.clip).to(x.dtype)
 
 
 # ================================================================ the method (the same text in meow_continuous_action.py)
@@ -581,6 +410,179 @@ def evaluate(policy, obs_rms, envs, episodes):
         returns += rewards * running
         running &= ~dones
     return returns[:count].tolist()
+
+
+# ================================================================ the environments (what differs from meow_continuous_action.py)
+class IsaacGymEnv:
+    """An IsaacGymEnvs VecTask seen through the interface the training loop uses.
+
+    step(actions) -> (obs, rewards, dones, time_outs), tensors on the device. An env whose `dones` is
+    set returns that episode's last observation and restarts during the next step, so the transition
+    of that next step is not a real one.
+    """
+
+    def __init__(self, task, device):
+        self.task = task
+        self.device = device
+        self.num_envs = task.num_envs
+        self.obs_dim = task.observation_space.shape[0]
+        self.act_dim = task.action_space.shape[0]
+
+    def reset(self):
+        """Have every env start a new episode; returns (obs, dones) with every env marked as restarting."""
+        # a VecTask resets the envs flagged in reset_buf during its next step; a new VecTask starts with all flagged
+        self.task.reset_buf[:] = 1
+        obs = self.task.reset()["obs"]
+        return obs, torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+
+    def step(self, actions):
+        obs_dict, rewards, reset_buf, extras = self.task.step(actions)
+        return obs_dict["obs"], rewards, reset_buf.bool(), extras["time_outs"].bool()
+
+    def close(self):
+        pass  # an Isaac Gym simulation lives as long as its process
+
+
+class GymnasiumEnv:
+    """gymnasium's vector API behind the Isaac-style interface of IsaacGymEnv.
+
+    The vector env autoresets in the same step: for an env whose episode ended, gymnasium returns the
+    next episode's first observation and keeps the last one in infos["final_obs"]. Returning the last
+    one instead gives the Isaac semantics, so the training loop is the same for both backends: the
+    next step, whose action was chosen from that last observation, is not stored (one step per
+    episode), and no transition across two episodes is ever stored.
+    """
+
+    def __init__(self, envs, device, seed):
+        self.envs = envs
+        self.device = device
+        self.seed = seed
+        self.num_envs = envs.num_envs
+        self.obs_dim = envs.single_observation_space.shape[0]
+        self.act_dim = envs.single_action_space.shape[0]
+
+    def tensor(self, x, dtype=torch.float32):
+        return torch.as_tensor(np.asarray(x), dtype=dtype, device=self.device)
+
+    def reset(self):
+        obs, _ = self.envs.reset(seed=self.seed)
+        self.seed = None  # seed once; later resets continue each env's random stream
+        return self.tensor(obs), torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, infos = self.envs.step(actions.cpu().numpy())
+        if "_final_obs" in infos:
+            for i in np.flatnonzero(infos["_final_obs"]):
+                obs[i] = infos["final_obs"][i]
+        # a time limit hit in a terminal state is a termination
+        time_outs = truncated & ~terminated
+        return self.tensor(obs), self.tensor(rewards), self.tensor(terminated | truncated, torch.bool), self.tensor(time_outs, torch.bool)
+
+    def close(self):
+        self.envs.close()
+
+
+class EpisodeStatistics:
+    """Episode returns and lengths summed on the device; read (one host copy) only when logging."""
+
+    def __init__(self, env):
+        self.env = env
+        self.num_envs, self.obs_dim, self.act_dim, self.device = env.num_envs, env.obs_dim, env.act_dim, env.device
+        self.returns = torch.zeros(self.num_envs, device=self.device)
+        self.lengths = torch.zeros(self.num_envs, device=self.device)
+        self.finished = torch.zeros(3, device=self.device)  # episodes, sum of returns, sum of lengths
+
+    def reset(self):
+        self.returns.zero_()
+        self.lengths.zero_()
+        return self.env.reset()
+
+    def step(self, actions):
+        obs, rewards, dones, time_outs = self.env.step(actions)
+        self.returns += rewards
+        self.lengths += 1
+        ended = dones.float()
+        self.finished += torch.stack([ended.sum(), (self.returns * ended).sum(), (self.lengths * ended).sum()])
+        self.returns *= 1 - ended
+        self.lengths *= 1 - ended
+        return obs, rewards, dones, time_outs
+
+    def pop(self):
+        """(episodes finished since the last pop, their mean return, their mean length)."""
+        count, returns, lengths = self.finished.tolist()
+        self.finished.zero_()
+        return int(count), returns / max(count, 1), lengths / max(count, 1)
+
+    def close(self):
+        self.env.close()
+
+
+def make_env(args, num_envs, seed, device):
+    """The training (or evaluation) envs of the chosen backend, behind the Isaac-style interface."""
+    if args.env_backend == "isaacgym":
+        isaacgymenvs = import_isaacgymenvs()
+        task = isaacgymenvs.make(
+            seed=seed,
+            task=args.task,
+            num_envs=num_envs,
+            sim_device=args.sim_device,
+            rl_device=args.rl_device,
+            graphics_device_id=args.graphics_device_id,
+            headless=args.headless,
+            force_render=not args.headless,  # the viewer shows every step; headless runs render nothing
+        )
+        return IsaacGymEnv(task, device)
+    import gymnasium as gym
+
+    try:
+        envs = gym.make_vec(
+            args.env_id,
+            num_envs=num_envs,
+            vectorization_mode="async" if args.async_envs else "sync",
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+        )
+    except gym.error.DependencyNotInstalled as e:
+        raise ConfigError("%s needs a missing dependency: %s" % (args.env_id, str(e).splitlines()[0]))
+    if not isinstance(envs.single_action_space, gym.spaces.Box):
+        envs.close()
+        raise ConfigError("%s has a %s action space; MEow needs a continuous (Box) one" % (args.env_id, type(envs.single_action_space).__name__))
+    # the flow's tanh emits actions in (-1, 1), as Isaac Gym tasks expect; map them onto the env's box
+    # (bounds in the box's own dtype, so that gymnasium has no precision to warn about)
+    unit = np.ones(envs.single_action_space.shape, dtype=envs.single_action_space.dtype)
+    envs = gym.wrappers.vector.RescaleAction(envs, min_action=-unit, max_action=unit)
+    return GymnasiumEnv(envs, device, seed)
+
+
+class RunningMeanStd(nn.Module):
+    """Running mean and variance of the observations, on the device (the paper's Isaac Gym runs normalise
+    observations this way). Batches merge with Chan et al.'s parallel update; `mask` selects the rows to count.
+    Calling it standardises observations and clips them to +-clip.
+    """
+
+    def __init__(self, dim, clip=5.0, epsilon=1e-8):
+        super().__init__()
+        self.clip = clip
+        self.epsilon = epsilon
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
+        # a tiny prior count keeps the first merge finite without host-side checks
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x, mask=None):
+        weights = torch.ones(x.shape[0], dtype=torch.float64, device=x.device) if mask is None else mask.to(torch.float64)
+        batch_count = weights.sum()
+        x = x.to(torch.float64)
+        batch_mean = (weights[:, None] * x).sum(0) / batch_count.clamp(min=1)
+        batch_var = (weights[:, None] * (x - batch_mean) ** 2).sum(0) / batch_count.clamp(min=1)
+        delta = batch_mean - self.mean
+        total = self.count + batch_count
+        self.var.copy_((self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total) / total)
+        self.mean.add_(delta * batch_count / total)
+        self.count.copy_(total)
+
+    def forward(self, x):
+        return ((x - self.mean) / torch.sqrt(self.var + self.epsilon)).clamp(-self.clip, self.clip).to(x.dtype)
 
 
 # ================================================================ the loop

@@ -67,7 +67,7 @@ def per_tensor_update(policy, target_policy, lr, gamma, tau, max_grad_norm, comp
 def sac_in_meows_place(policy, target_policy, lr, gamma, tau, max_grad_norm, compile=False):
     """A drop-in for meow.make_update that trains SAC instead, and makes SAC's actor act in the loop."""
     obs_dim = policy.prior.log_std_net.net[0].in_features
-    update = make_sac_update(obs_dim, policy.act_dim, gamma, tau, lr)
+    update = make_sac_update(obs_dim, policy.act_dim, gamma, tau, lr, device=next(policy.parameters()).device)
     policy.sample = lambda obs, deterministic=False: update.actor(obs)  # the loop's acting, read after this call
     return update, update.critic_optimizer
 
@@ -139,7 +139,10 @@ def main():
     if args.steps % args.learning_starts or args.warmup_steps % args.learning_starts:
         parser.error("--steps and --warmup-steps must be multiples of --learning-starts (the SPS points are logged at its multiples)")
 
-    results = {variant: training_sps(args, variant) for variant in args.variants}
+    results = {}
+    for variant in args.variants:
+        results[variant] = training_sps(args, variant)
+        print("%s: %.1f steps/s" % (variant, results[variant]), flush=True)
     print("\n%s, torch %s, default threads %d, %d steps timed after %d random and %d untimed training ones"
           % (args.env_id, torch.__version__, meow.default_threads(), args.steps, args.learning_starts, args.warmup_steps))
     print("| variant | training SPS | vs sac | vs straightforward |")

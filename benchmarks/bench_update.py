@@ -100,12 +100,12 @@ class Actor(nn.Module):
         return action, log_prob - torch.log1p(-action.pow(2) + 1e-6).sum(-1)
 
 
-def make_sac_update(obs_dim, act_dim, gamma=0.99, tau=0.005, lr=1e-3):
-    actor = Actor(obs_dim, act_dim)
-    critics = nn.ModuleList([mlp(obs_dim + act_dim, 1) for _ in range(2)])
-    targets = nn.ModuleList([mlp(obs_dim + act_dim, 1) for _ in range(2)])
+def make_sac_update(obs_dim, act_dim, gamma=0.99, tau=0.005, lr=1e-3, device="cpu"):
+    actor = Actor(obs_dim, act_dim).to(device)
+    critics = nn.ModuleList([mlp(obs_dim + act_dim, 1) for _ in range(2)]).to(device)
+    targets = nn.ModuleList([mlp(obs_dim + act_dim, 1) for _ in range(2)]).to(device)
     targets.load_state_dict(critics.state_dict())
-    log_alpha = torch.zeros(1, requires_grad=True)
+    log_alpha = torch.zeros(1, requires_grad=True, device=device)
     q_opt = torch.optim.Adam(critics.parameters(), lr=lr)
     pi_opt = torch.optim.Adam(actor.parameters(), lr=lr)
     a_opt = torch.optim.Adam([log_alpha], lr=lr)

@@ -340,6 +340,9 @@ def test_missing_isaacgym_is_one_line_and_nonzero(tmp_path):
         (["--env-backend", "gymnasium", "--num-envs", "2000"], "2^24"),
         (["--env-backend", "isaacgym", "--eval-checkpoint", "missing.pt"], "no checkpoint"),
         (["--task", "Humanoid", "--num-envs", "4"], "--env-backend gymnasium"),
+        (["--env-backend", "gymnasium", "--alpha", "nan"], "--alpha must be a finite number (got nan)"),
+        (["--env-backend", "gymnasium", "--learning-rate", "inf"], "--learning-rate must be a finite number"),
+        (["--env-backend", "gymnasium", "--total-timesteps", "800"], "100 vectorized steps of 8 envs, which does not pass --learning-starts (100"),
     ],
 )
 def test_bad_input_is_one_line_before_any_run_dir(tmp_path, monkeypatch, capsys, argv, message):
@@ -353,3 +356,25 @@ def test_bad_input_is_one_line_before_any_run_dir(tmp_path, monkeypatch, capsys,
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert not os.path.exists(tmp_path / "runs")
+
+
+def test_a_diverging_run_stops_with_one_line_and_no_model(fake_isaacgym, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        mig.main(isaac_args(learning_rate=1e4, max_grad_norm=1e9, log_frequency=160, save_model=True))
+    assert exit_info.value.code == 1
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("error: training diverged at step") and "--learning-rate (10000)" in line
+    assert "step 3840/3840" not in captured.out
+    assert not os.path.exists(os.path.join(only_run_dir(tmp_path), "meow_isaacgym.pt"))
+
+
+def test_log_points_carry_the_diagnostics(fake_isaacgym, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    mig.main(isaac_args(total_timesteps=16 * 100, eval_frequency=10 ** 6, log_frequency=320))
+    acc = scalar_tags(only_run_dir(tmp_path))
+    for tag in ("losses/q_values", "losses/v_values", "charts/entropy", "charts/prior_log_std", "charts/action_saturation"):
+        values = [e.value for e in acc.Scalars(tag)]
+        assert len(values) == 4 and np.isfinite(values).all(), tag  # at 640, 960, 1280, 1600: after learning starts (320)
+    assert "| entropy " in capsys.readouterr().out

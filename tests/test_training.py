@@ -15,6 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = os.path.join(ROOT, "meow_continuous_action.py")
 TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "losses/qf_loss", "eval/return"]
+DIAGNOSTICS = ["losses/q_values", "losses/v_values", "charts/entropy", "charts/prior_log_std", "charts/action_saturation"]
 
 
 # ------------------------------------------------------------------ replay buffer
@@ -143,6 +144,13 @@ def test_hopper_trains_evaluates_and_logs(hopper_run):
     losses = acc.Scalars("losses/qf_loss")
     assert [e.step for e in losses] == [400, 500, 600, 700]  # logged only once updates have started
     assert all(np.isfinite(e.value) for e in losses)
+    for tag in DIAGNOSTICS:  # read at the same log points, finite
+        points = acc.Scalars(tag)
+        assert [e.step for e in points] == [400, 500, 600, 700] and all(np.isfinite(e.value) for e in points), tag
+    entropy, log_std = acc.Scalars("charts/entropy")[-1].value, acc.Scalars("charts/prior_log_std")[-1].value
+    assert -5.0 <= log_std <= -0.3  # inside the paper's Hopper bounds
+    assert 0.0 <= acc.Scalars("charts/action_saturation")[-1].value <= 1.0
+    assert "| entropy %.2f |" % entropy in result.stdout  # the console line shows it too
     assert "hyperparameters/text_summary" in acc.Tags()["tensors"]
 
 
@@ -184,6 +192,11 @@ def test_paper_defaults_resolve_per_environment_and_flags_win():
         (["--alpha", "0"], "--alpha must be > 0"),
         (["--batch-size", "512", "--buffer-size", "100"], "larger than --buffer-size"),
         (["--eval-checkpoint", "missing.pt"], "no checkpoint at missing.pt"),
+        (["--learning-rate", "nan"], "--learning-rate must be a finite number (got nan)"),
+        (["--alpha", "inf"], "--alpha must be a finite number (got inf)"),
+        (["--max-grad-norm", "-inf"], "--max-grad-norm must be a finite number"),
+        (["--gamma", "nan"], "--gamma must be a finite number"),
+        (["--total-timesteps", "10"], "does not pass --learning-starts (5000) and --batch-size (256): the run would never update"),
     ],
 )
 def test_bad_input_fails_with_one_clear_line_and_writes_nothing(tmp_path, flags, message):
@@ -208,3 +221,91 @@ def test_resuming_a_model_file_or_a_per_tensor_optimizer_checkpoint_fails_with_o
         assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
         assert "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "runs")
+
+
+# ------------------------------------------------------------------ runs that tell the truth
+def test_a_diverging_run_stops_at_once_with_one_line_and_writes_no_model(tmp_path):
+    flags = ["--learning-rate", "1e4", "--max-grad-norm", "1e9", "--learning-starts", "300", "--total-timesteps", "2000",
+             "--batch-size", "64", "--log-frequency", "100", "--eval-frequency", "1000", "--eval-episodes", "1",
+             "--save-model", "--checkpoint-frequency", "300"]
+    result = run_script(flags, tmp_path)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "training diverged at step" in lines[0] and "--learning-rate (10000)" in lines[0] and "--alpha" in lines[0]
+    step = int(lines[0].split("at step ")[1].split()[0])
+    assert step <= 1000  # stopped at the first log point that saw it, long before the end
+    assert "step 2000/2000" not in result.stdout
+    (run_dir,) = glob.glob(str(tmp_path / "runs" / "*"))
+    assert not os.path.exists(os.path.join(run_dir, "meow_continuous_action.pt"))
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    if os.path.exists(checkpoint):  # a checkpoint written before the divergence is kept, and is finite
+        model = torch.load(checkpoint, weights_only=False)["model"]
+        assert all(torch.isfinite(v).all() for v in model.values())
+    logged = scalars(run_dir, "charts/SPS")  # TensorBoard was flushed: the points before the divergence are there
+    assert logged and logged[-1][0] < step
+
+
+def test_eta_follows_the_recent_rate_not_the_average_since_the_start():
+    rate = meow.RecentRate(0, window=3)
+    for step in range(1000, 5001, 1000):  # the random-action phase: 1000 steps a second
+        rate.add(step, now=step / 1000)
+    rate.restart(5001, now=5.0 + 30.0)  # first update, after a 30 s compilation
+    sps = [rate.add(step, now=35.0 + (step - 5001) / 100) for step in range(6000, 12001, 1000)]  # then 100 a second
+    assert all(abs(s - 100) < 1e-6 for s in sps)
+    # an average since the start would say 12000 / 105 s = 114 steps/s: an ETA 12% short of the truth, and
+    # far more early on (the first line after learning starts: 6000 / 45 s = 133 steps/s)
+    rate.add(13000, now=35.0 + 7999 / 100 + 20.0)  # one slow interval (an evaluation) moves it, within the window
+    assert 55 < rate.add(14000, now=35.0 + 8999 / 100 + 20.0) < 100  # 3000 steps in 50 s
+    assert meow.format_eta(float("nan")) == "?" and meow.format_eta(3725) == "1h02m05s"
+
+
+def test_first_screen_has_no_warning_of_our_own_calls(tmp_path):
+    """Warnings shown (python's default filter, as a user sees them) in a short Hopper-v4 run that starts learning."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("PYTHONWARNINGS", None)
+    flags = ["--env-id", "Hopper-v4", "--total-timesteps", "400", "--learning-starts", "300", "--batch-size", "64",
+             "--log-frequency", "100", "--eval-frequency", "400", "--eval-episodes", "1"]
+    result = subprocess.run([sys.executable, "-W", "default", SCRIPT] + flags, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    warnings = [line for line in result.stderr.splitlines() if "Warning" in line or "WARN" in line]
+    # gymnasium's own notice that v4 envs are superseded by v5 is the only one allowed
+    assert all("Hopper-v4 is out of date" in line for line in warnings), result.stderr
+
+
+def test_capture_video_on_a_headless_machine_writes_a_video_named_by_step(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    flags = ["--env-id", "Hopper-v4", "--capture-video", "--total-timesteps", "400", "--learning-starts", "300", "--batch-size", "64",
+             "--log-frequency", "200", "--eval-frequency", "200", "--eval-episodes", "2"]
+    result = subprocess.run([sys.executable, SCRIPT] + flags, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = glob.glob(str(tmp_path / "runs" / "*"))
+    videos = sorted(os.listdir(os.path.join(run_dir, "videos")))
+    assert videos == ["step-200.mp4", "step-400.mp4"]
+    import imageio.v2 as imageio
+
+    frames = imageio.mimread(os.path.join(run_dir, "videos", "step-400.mp4"), memtest=False)
+    assert len(frames) > 1 and frames[0].ndim == 3 and frames[0].std() > 0  # real, non-blank frames
+
+
+def test_capture_video_without_a_working_renderer_stops_at_start(tmp_path):
+    env = dict(os.environ, MUJOCO_GL="no-such-backend", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    result = subprocess.run([sys.executable, SCRIPT, "--capture-video", "--total-timesteps", "400", "--learning-starts", "300"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "--capture-video cannot render Hopper-v4 with MUJOCO_GL=no-such-backend" in lines[0] and "MUJOCO_GL=egl" in lines[0]
+    assert not os.path.exists(tmp_path / "runs")
+
+
+def test_track_logs_to_weights_and_biases_offline(tmp_path):
+    pytest.importorskip("wandb")  # in requirements.txt: CI runs this
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    flags = ["--track", "--total-timesteps", "400", "--learning-starts", "300", "--batch-size", "64", "--log-frequency", "100",
+             "--eval-frequency", "400", "--eval-episodes", "1"]
+    result = subprocess.run([sys.executable, SCRIPT] + flags, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (offline_run,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*"))
+    (log,) = glob.glob(os.path.join(offline_run, "run-*.wandb"))
+    assert os.path.getsize(log) > 0

@@ -22,8 +22,12 @@ checkpoint is each seed's last evaluation at or before it, and no more than one 
 interval before it; "–" means the runs did not get there. The "final" column is our last
 evaluation reached by every seed, and the paper's final return with its step budget.
 
+With --every STEPS it also prints, after that table, each seed's value every STEPS steps (same rule
+as above), for reports that list every seed.
+
 Example:
     python benchmarks/plot.py runs/ --out-dir docs/
+    python benchmarks/plot.py runs/ --out-dir docs/ --every 50k
 """
 import argparse
 import collections
@@ -225,21 +229,46 @@ def table(by_env, tag, paper):
     return "\n".join(lines)
 
 
+def seed_table(by_env, seeds_of, every):
+    """Each seed's value at every multiple of `every` up to the last step any seed logged."""
+    last = max(steps[-1] for groups in by_env.values() for _, series in groups for steps, _ in series)
+    checkpoints = list(range(every, last + 1, every))
+    lines = ["| environment | seed | " + " | ".join(format_steps(c) for c in checkpoints) + " |", "|" + "---|" * (len(checkpoints) + 2)]
+    for env_id, groups in sorted(by_env.items()):
+        for exp_name, series in groups:
+            for seed, (steps, values) in sorted(zip(seeds_of[env_id, exp_name], series), key=lambda item: item[0]):
+                cells = [value_at(steps, values, c) for c in checkpoints]
+                lines.append("| %s | %s %d | %s |" % (env_id, exp_name, seed, " | ".join("–" if v is None else "%.0f" % v for v in cells)))
+    return "\n".join(lines)
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description="Plot MEow learning curves against the paper and print a comparison table.")
     parser.add_argument("runs", nargs="*", default=["runs"], help="run directories, parent directories or glob patterns (default: runs)")
     parser.add_argument("--out-dir", default="docs", help="where the PNGs go (default: %(default)s)")
     parser.add_argument("--tag", default=PAPER_TAG, help="TensorBoard scalar to plot (default: %(default)s)")
+    parser.add_argument("--every", help="also print each seed's value every this many steps (e.g. 50k)")
     args = parser.parse_args(argv)
+    every = None
+    if args.every is not None:
+        try:
+            every = parse_steps(args.every)
+        except ValueError:
+            every = 0
+        if every < 1:
+            fail("--every takes a positive step count such as 50000 or 50k (got %r)" % args.every)
 
     groups = parse_runs(find_run_dirs(args.runs))
     by_env = collections.defaultdict(list)  # env_id -> [(exp_name, [(steps, values) per seed])]
+    seeds_of = {}  # (env_id, exp_name) -> the seed of each series, in order
     for (env_id, exp_name), seeds in sorted(groups.items()):
         series = []
+        seeds_of[env_id, exp_name] = []
         for run in seeds.values():
             steps, values = read_scalar(run.path, args.tag)
             if len(steps):
                 series.append((steps, values))
+                seeds_of[env_id, exp_name].append(run.seed)
             else:
                 warn("skipping %s: no %r scalar in it (yet)" % (run.path, args.tag))
         if series:
@@ -252,6 +281,9 @@ def main(argv):
     for env_id, env_groups in sorted(by_env.items()):
         print("wrote %s" % plot_env(env_id, env_groups, args.tag, paper, args.out_dir), file=sys.stderr)
     print(table(by_env, args.tag, paper))
+    if every:
+        print("\nEach seed's %s:\n" % args.tag)
+        print(seed_table(by_env, seeds_of, every))
     return 0
 
 

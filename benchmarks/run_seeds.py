@@ -13,6 +13,12 @@ and the end of its log, and makes this tool exit with status 1.
 
 Example (3 seeds of Hopper, 2 at a time, 100k steps each):
     python benchmarks/run_seeds.py --envs Hopper-v4 --seeds 1 2 3 --jobs 2 -- --total-timesteps 100000
+
+Long runs: pass `-- --save-model --save-buffer` so that each job writes checkpoints; the same command
+with --resume then continues every job from the newest checkpoint.pt of its (env, seed) under
+WORKDIR/runs (the script's own --resume: its saved args, an explicit --total-timesteps may extend it),
+skips the jobs whose final model file exists, and starts the others afresh. Logs are appended to.
+    python benchmarks/run_seeds.py --envs Hopper-v4 --seeds 1 2 3 --jobs 2 --resume -- --total-timesteps 300000
 """
 import argparse
 import collections
@@ -26,7 +32,7 @@ DEFAULT_SCRIPT = "meow_continuous_action.py"
 # flags this tool sets itself for every job (with --env-flag); passing them after `--` would make jobs clash
 OWN_FLAGS = ("--seed", "--exp-name", "--exp_name")
 
-Job = collections.namedtuple("Job", ["name", "log_path", "command"])
+Job = collections.namedtuple("Job", ["name", "log_path", "command", "resumed"])
 
 
 def fail(message):
@@ -64,6 +70,7 @@ def parse_args(argv):
     parser.add_argument("--exp-name", help="passed to the script as --exp-name (default: the script's own, its file name)")
     parser.add_argument("--workdir", default=".", help="jobs run here: runs/ and logs/ are created in it (default: current directory)")
     parser.add_argument("--status-every", type=float, default=60.0, help="seconds between progress reports (default: %(default)s)")
+    parser.add_argument("--resume", action="store_true", help="continue each job from its newest checkpoint.pt under WORKDIR/runs; skip the finished ones")
     args = parser.parse_args(own)
     args.passthrough = passthrough
     if args.jobs < 1:
@@ -88,8 +95,25 @@ def make_jobs(args):
             if args.exp_name:
                 command += ["--exp-name", args.exp_name]
             name = "%s__%s__%d" % (env_id, exp_name, seed)
-            jobs.append(Job(name, os.path.join(log_dir, name + ".log"), tuple(command + args.passthrough)))
+            resumed = False
+            if args.resume:
+                run_dir = newest_run_dir(args.workdir, env_id, exp_name, seed)
+                if run_dir and os.path.isfile(os.path.join(run_dir, exp_name + ".pt")):
+                    print("skipping %s: finished (%s)" % (name, os.path.join(run_dir, exp_name + ".pt")), flush=True)
+                    continue
+                if run_dir and os.path.isfile(os.path.join(run_dir, "checkpoint.pt")):
+                    command += ["--resume", os.path.join(run_dir, "checkpoint.pt")]
+                    resumed = True
+            jobs.append(Job(name, os.path.join(log_dir, name + ".log"), tuple(command + args.passthrough), resumed))
     return jobs
+
+
+def newest_run_dir(workdir, env_id, exp_name, seed):
+    """The newest WORKDIR/runs/{env_id}__{exp_name}__{seed}__{time} directory, or None."""
+    runs = os.path.join(os.path.abspath(workdir), "runs")
+    prefix = "%s__%s__%d__" % (env_id, exp_name, seed)
+    found = [d for d in (os.listdir(runs) if os.path.isdir(runs) else []) if d.startswith(prefix) and d[len(prefix):].isdigit()]
+    return os.path.join(runs, max(found, key=lambda d: int(d[len(prefix):]))) if found else None
 
 
 def job_environment(parallel):
@@ -146,12 +170,12 @@ def run(args, jobs):
         while pending or running:
             while pending and len(running) < args.jobs:
                 job = pending.popleft()
-                log = open(job.log_path, "w")
+                log = open(job.log_path, "a" if job.resumed else "w")
                 log.write("$ cd %s && %s\n" % (workdir, " ".join(job.command)))
                 log.flush()
                 proc = subprocess.Popen(job.command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
                 running[job] = (proc, time.time(), log)
-                print("started %s (log: %s)" % (job.name, job.log_path), flush=True)
+                print("%s %s (log: %s)" % ("resumed" if job.resumed else "started", job.name, job.log_path), flush=True)
             time.sleep(0.5)
             for job, (proc, started, log) in list(running.items()):
                 if proc.poll() is None:

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,6 +82,38 @@ def test_plot_writes_png_and_compares_with_paper(tiny_runs):
     assert ours["100k"] == ours["500k"] == "–"  # 400-step runs reach no checkpoint
     final = [evals(workdir / "runs" / name)[400] for name in os.listdir(workdir / "runs")]
     assert ours["final"] == "%.1f ± %.1f (n=2) at 400" % (np.mean(final), np.std(final))
+
+
+def test_plot_lists_every_seed_every_n_steps(tiny_runs):
+    workdir, _ = tiny_runs
+    result = run_tool("plot.py", ["runs", "--out-dir", "figs", "--every", "200"], workdir)
+    assert result.returncode == 0, result.stderr
+    table = result.stdout.split("Each seed's eval/return:")[1]
+    header, rows = markdown_rows(table)
+    assert header == ["environment", "seed", "200", "400"]
+    for name in os.listdir(workdir / "runs"):
+        seed = int(name.split("__")[2])
+        (row,) = [r for r in rows if r["seed"] == "meow_continuous_action %d" % seed]
+        expected = evals(workdir / "runs" / name)
+        assert [row["200"], row["400"]] == ["%.0f" % expected[200], "%.0f" % expected[400]]
+
+
+def test_run_seeds_resumes_cut_off_jobs_and_skips_finished_ones(tmp_path):
+    own = ["--envs", "Hopper-v4", "--seeds", "1", "--jobs", "1"]
+    assert run_tool("run_seeds.py", own + ["--", *TINY, "--save-model", "--save-buffer", "--checkpoint-frequency", "100"], tmp_path).returncode == 0
+    (name,) = os.listdir(tmp_path / "runs")
+    run_dir = tmp_path / "runs" / name
+    os.remove(run_dir / "meow_continuous_action.pt")  # as if the session had ended before the run did
+    checkpoint_step = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]
+    result = run_tool("run_seeds.py", own + ["--resume", "--", "--total-timesteps", "600"], tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert "resumed Hopper-v4__meow_continuous_action__1" in result.stdout
+    assert os.listdir(tmp_path / "runs") == [name]  # the same run directory, continued
+    log = (tmp_path / "logs" / "Hopper-v4__meow_continuous_action__1.log").read_text()
+    assert "step 400/400" in log and "resuming %s from step %d" % (name, checkpoint_step) in log and "step 600/600" in log
+    assert sorted(evals(run_dir)) == [200, 400, 600]
+    result = run_tool("run_seeds.py", own + ["--resume", "--", "--total-timesteps", "600"], tmp_path)
+    assert "skipping Hopper-v4__meow_continuous_action__1: finished" in result.stdout and "0/0 jobs succeeded" in result.stdout
 
 
 def test_run_seeds_reports_failed_jobs(tmp_path):

@@ -519,7 +519,7 @@ def main(args):
     if args.save_model:
         read_and_check({}, policy, args.total_timesteps, args, writer)
         path = os.path.join(run_dir, "%s.pt" % args.exp_name)
-        torch.save({"model": policy.state_dict(), "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim}, path)
+        torch.save({"model": policy.state_dict(), "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim, "step": args.total_timesteps}, path)
         print("model saved to %s" % path)
     env.close()
     eval_env.close()
@@ -874,7 +874,8 @@ def evaluate_checkpoint(args):
     video = os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)), "videos_eval", "eval.mp4") if args.capture_video else None
     returns = evaluate(policy, env, args.eval_episodes, device, video)
     env.close()
-    print("%s: eval return %.2f +- %.2f over %d episodes (deterministic policy)" % (saved.env_id, np.mean(returns), np.std(returns), len(returns)))
+    trained = " after %d training steps" % ckpt["step"] if "step" in ckpt else ""
+    print("%s: eval return %.2f +- %.2f over %d episodes (deterministic policy%s)" % (saved.env_id, np.mean(returns), np.std(returns), len(returns), trained))
     if video:
         print("video of the first episode: %s" % video)
     return returns

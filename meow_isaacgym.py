@@ -709,7 +709,7 @@ def main(args):
     if args.save_model:
         read_and_check({}, policy, args.total_timesteps, args, writer)
         path = os.path.join(run_dir, "%s.pt" % args.exp_name)
-        torch.save(model_state(), path)
+        torch.save(dict(model_state(), step=args.total_timesteps), path)
         print("model saved to %s" % path)
     envs.close()
     if eval_envs is not envs.env:

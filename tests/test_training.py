@@ -309,3 +309,25 @@ def test_track_logs_to_weights_and_biases_offline(tmp_path):
     (offline_run,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*"))
     (log,) = glob.glob(os.path.join(offline_run, "run-*.wandb"))
     assert os.path.getsize(log) > 0
+
+
+# ------------------------------------------------------------------ shipped policies
+MODELS = os.path.join(ROOT, "docs", "models")
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v4", "HalfCheetah-v4"])
+def test_shipped_model_loads_for_its_env(env_id):
+    """docs/models/{env_id}.pt: the script's own model format, for that env's sizes, small enough to ship
+    (its return is what the README reports, not tested here)."""
+    path = os.path.join(MODELS, env_id + ".pt")
+    assert os.path.getsize(path) < 1_000_000
+    ckpt = meow.load_checkpoint(path)
+    assert ckpt["args"]["env_id"] == env_id
+    env = gym.make(env_id)
+    assert (ckpt["obs_dim"], ckpt["act_dim"]) == (env.observation_space.shape[0], env.action_space.shape[0])
+    env.close()
+    args = meow.Args(**ckpt["args"])
+    policy = meow.FlowPolicy(ckpt["obs_dim"], ckpt["act_dim"], args.alpha, args.sigma_max, args.sigma_min)
+    policy.load_state_dict(ckpt["model"])
+    assert all(torch.isfinite(p).all() for p in policy.parameters())
+    assert set(ckpt) == {"model", "args", "obs_dim", "act_dim", "step"}  # a model file, no optimizer or buffer

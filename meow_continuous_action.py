@@ -461,6 +461,8 @@ def main(args):
             with torch.no_grad():
                 action, _ = sample(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])
             action = action[0].cpu().numpy()
+            if not np.isfinite(action).all():  # on the host anyway: stop now rather than feed NaN to the env until the next log point
+                read_and_check({"losses/qf_loss": loss} if loss is not None else {}, policy, global_step, args, writer)
 
         next_obs, reward, terminated, truncated, info = env.step(action)
         # next_obs is the true successor even at a time-out (a single env does not autoreset), so the

@@ -24,8 +24,8 @@ def main():
     parser.add_argument("model", help="a model or checkpoint file of meow_continuous_action.py")
     parser.add_argument("out", help="the .gif to write")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of the clip (default: %(default)s)")
-    parser.add_argument("--fps", type=int, default=20, help="frames per second of the GIF (default: %(default)s)")
-    parser.add_argument("--width", type=int, default=240, help="width in pixels (default: %(default)s)")
+    parser.add_argument("--fps", type=int, default=12, help="frames per second of the GIF (default: %(default)s)")
+    parser.add_argument("--width", type=int, default=200, help="width in pixels (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the episode's start state (default: %(default)s)")
     args = parser.parse_args()
     if not args.out.endswith(".gif"):

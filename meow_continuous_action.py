@@ -482,6 +482,11 @@ def main(args):
                 rate.restart(global_step + 1)
 
         step = global_step + 1
+        if step % args.eval_frequency == 0:
+            read_and_check({}, policy, step, args, writer)  # never evaluate (or film) non-finite weights
+            video = os.path.join(run_dir, "videos", "step-%d.mp4" % step) if args.capture_video else None
+            last_eval = float(np.mean(evaluate(policy, eval_env, args.eval_episodes, device, video)))
+            writer.add_scalar("eval/return", last_eval, step)
         if step % args.log_frequency == 0 or step == args.total_timesteps:
             scalars = {"losses/qf_loss": loss} if loss is not None else {}
             if loss is not None:
@@ -496,10 +501,6 @@ def main(args):
                 % (step, args.total_timesteps, sps, last_return, last_eval, scalars.get("charts/entropy", float("nan")),
                    format_eta((args.total_timesteps - step) / sps) if loss is not None else "after learning starts")
             )
-        if step % args.eval_frequency == 0:
-            video = os.path.join(run_dir, "videos", "step-%d.mp4" % step) if args.capture_video else None
-            last_eval = float(np.mean(evaluate(policy, eval_env, args.eval_episodes, device, video)))
-            writer.add_scalar("eval/return", last_eval, step)
 
         if episode_over:
             # checkpoint between episodes: then the env's RNG state is all of its state we need

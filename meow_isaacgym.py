@@ -673,6 +673,12 @@ def main(args):
             if first:  # time it from here: the random-action phase and the compilation say nothing of the rest
                 rate.restart(step)
 
+        if crossed(prev_step, step, args.eval_frequency):
+            read_and_check({}, policy, step, args, writer)  # never evaluate non-finite weights
+            last_eval = float(np.mean(evaluate(policy, obs_rms, eval_envs, args.eval_episodes)))
+            writer.add_scalar("eval/return", last_eval, step)
+            if eval_envs is envs.env:
+                obs, dones = envs.reset()  # training resumes on new episodes, none of them partly deterministic
         if crossed(prev_step, step, args.log_frequency) or step == args.total_timesteps:
             scalars = {"losses/qf_loss": loss} if loss is not None else {}
             if loss is not None:
@@ -692,11 +698,6 @@ def main(args):
                 % (step, args.total_timesteps, sps, last_return, last_eval, scalars.get("charts/entropy", float("nan")),
                    format_eta((args.total_timesteps - step) / sps) if loss is not None else "after learning starts")
             )
-        if crossed(prev_step, step, args.eval_frequency):
-            last_eval = float(np.mean(evaluate(policy, obs_rms, eval_envs, args.eval_episodes)))
-            writer.add_scalar("eval/return", last_eval, step)
-            if eval_envs is envs.env:
-                obs, dones = envs.reset()  # training resumes on new episodes, none of them partly deterministic
         if args.save_model and crossed(prev_step, step, args.checkpoint_frequency) and step < args.total_timesteps:
             read_and_check({}, policy, step, args, writer)  # never save non-finite weights
             state = model_state()

@@ -99,6 +99,8 @@ class Args:
     """Adam learning rate"""
     max_grad_norm: float = 30.0
     """gradient-norm clipping threshold"""
+    separate_q_masks: bool = False
+    """compute the two Q columns in two flow passes with independent dropout masks (the authors' code) instead of one shared pass"""
 
     # Evaluation and logging
     eval_frequency: int = 10_000
@@ -148,9 +150,11 @@ class FlowPolicy(nn.Module):
     Sampling direction: eps ~ N(0, I) -> z0 = sigma(s) * eps (prior) -> 4 additive couplings -> a = tanh(z).
     """
 
-    def __init__(self, obs_dim, act_dim, alpha, sigma_max, sigma_min, hidden=64, shift_hidden=256):
+    def __init__(self, obs_dim, act_dim, alpha, sigma_max, sigma_min, hidden=64, shift_hidden=256, separate_q_masks=False):
         super().__init__()
         self.alpha = alpha
+        # the authors' code: each Q column from its own flow pass (a doubled batch), with its own dropout masks
+        self.q_passes = 2 if separate_q_masks else 1
         self.act_dim = act_dim
         self.hidden = hidden
         self.prior = ConditionalGaussianScale(MLP([obs_dim, hidden, hidden, act_dim], init="zero"), sigma_max, sigma_min)
@@ -221,11 +225,17 @@ class FlowPolicy(nn.Module):
     def q_and_v(self, obs, actions):
         """Soft Q (E3) and soft V (E4), [B, 2] each, one column per reward shift b_k(s); Q_k - V_k = alpha * log pi.
 
-        One pass through the couplings serves both columns: the shifts depend on s only.
+        By default one pass through the couplings serves both columns (the shifts depend on s only);
+        with separate_q_masks each column gets its own pass and dropout masks, as in the authors' code.
         """
-        energy, log_z = self.energy_and_normaliser(obs, actions)
+        if self.q_passes == 2:
+            energy, log_z = self.energy_and_normaliser(obs.repeat(2, 1), actions.repeat(2, 1))
+            energy, log_z = energy.view(2, -1).t(), log_z[: obs.shape[0]]  # log Z has no dropout: the halves agree
+        else:
+            energy, log_z = self.energy_and_normaliser(obs, actions)
+            energy = energy[:, None]
         shift = self.reward_shift(obs)
-        return self.alpha * (shift + energy[:, None]), self.alpha * (shift + log_z[:, None])
+        return self.alpha * (shift + energy), self.alpha * (shift + log_z[:, None])
 
     def value(self, obs):
         """The exact soft value V_k(s) (E4), [B, 2], in closed form: the prior is Gaussian and the couplings
@@ -293,7 +303,7 @@ def make_update(policy, target_policy, lr, gamma, tau, max_grad_norm, compile=Fa
 
     def update(batch):
         policy.use_dropout(True)
-        with policy.dropout_masks(batch.obs.shape[0]):
+        with policy.dropout_masks(batch.obs.shape[0] * policy.q_passes):
             loss = loss_fn(policy, target_policy, batch, gamma)
         params.grad.zero_()
         loss.backward()
@@ -427,8 +437,8 @@ def main(args):
     eval_env.reset(seed=args.seed + 10_000)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
 
-    policy = FlowPolicy(obs_dim, act_dim, args.alpha, args.sigma_max, args.sigma_min).to(device)
-    target_policy = FlowPolicy(obs_dim, act_dim, args.alpha, args.sigma_max, args.sigma_min).to(device)
+    policy = FlowPolicy(obs_dim, act_dim, args.alpha, args.sigma_max, args.sigma_min, separate_q_masks=args.separate_q_masks).to(device)
+    target_policy = FlowPolicy(obs_dim, act_dim, args.alpha, args.sigma_max, args.sigma_min, separate_q_masks=args.separate_q_masks).to(device)
     target_policy.load_state_dict(policy.state_dict())
     target_policy.requires_grad_(False)
     update, optimizer = make_update(policy, target_policy, args.learning_rate, args.gamma, args.tau, args.max_grad_norm, compile)

@@ -166,9 +166,11 @@ class FlowPolicy(nn.Module):
     Sampling direction: eps ~ N(0, I) -> z0 = sigma(s) * eps (prior) -> 4 additive couplings -> a = tanh(z).
     """
 
-    def __init__(self, obs_dim, act_dim, alpha, sigma_max, sigma_min, hidden=64, shift_hidden=256):
+    def __init__(self, obs_dim, act_dim, alpha, sigma_max, sigma_min, hidden=64, shift_hidden=256, separate_q_masks=False):
         super().__init__()
         self.alpha = alpha
+        # the authors' code: each Q column from its own flow pass (a doubled batch), with its own dropout masks
+        self.q_passes = 2 if separate_q_masks else 1
         self.act_dim = act_dim
         self.hidden = hidden
         self.prior = ConditionalGaussianScale(MLP([obs_dim, hidden, hidden, act_dim], init="zero"), sigma_max, sigma_min)
@@ -239,11 +241,17 @@ class FlowPolicy(nn.Module):
     def q_and_v(self, obs, actions):
         """Soft Q (E3) and soft V (E4), [B, 2] each, one column per reward shift b_k(s); Q_k - V_k = alpha * log pi.
 
-        One pass through the couplings serves both columns: the shifts depend on s only.
+        By default one pass through the couplings serves both columns (the shifts depend on s only);
+        with separate_q_masks each column gets its own pass and dropout masks, as in the authors' code.
         """
-        energy, log_z = self.energy_and_normaliser(obs, actions)
+        if self.q_passes == 2:
+            energy, log_z = self.energy_and_normaliser(obs.repeat(2, 1), actions.repeat(2, 1))
+            energy, log_z = energy.view(2, -1).t(), log_z[: obs.shape[0]]  # log Z has no dropout: the halves agree
+        else:
+            energy, log_z = self.energy_and_normaliser(obs, actions)
+            energy = energy[:, None]
         shift = self.reward_shift(obs)
-        return self.alpha * (shift + energy[:, None]), self.alpha * (shift + log_z[:, None])
+        return self.alpha * (shift + energy), self.alpha * (shift + log_z[:, None])
 
     def value(self, obs):
         """The exact soft value V_k(s) (E4), [B, 2], in closed form: the prior is Gaussian and the couplings
@@ -311,7 +319,7 @@ def make_update(policy, target_policy, lr, gamma, tau, max_grad_norm, compile=Fa
 
     def update(batch):
         policy.use_dropout(True)
-        with policy.dropout_masks(batch.obs.shape[0]):
+        with policy.dropout_masks(batch.obs.shape[0] * policy.q_passes):
             loss = loss_fn(policy, target_policy, batch, gamma)
         params.grad.zero_()
         loss.backward()

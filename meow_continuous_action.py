@@ -16,6 +16,10 @@ named where the code computes them:
   (E6) loss        L = mean over the batch and k of (Q_k(s, a) - y)^2
   (E7) Polyak      theta_target <- (1 - tau) * theta_target + tau * theta
 
+Unlike SAC there is no actor loss and no alpha loss: the policy is the flow that Q is read from, so the
+one regression (E6) trains both, and alpha is a fixed per-task setting of the paper, not tuned against a
+target entropy. The two shifts b_k and the min over them in (E5) play the part of SAC's clipped double Q.
+
 Run: python meow_continuous_action.py --env-id Hopper-v4
 The file reads top to bottom as the method: arguments, the env, the network, the target and loss,
 the update, the replay buffer, the loop. Support code that is not the method (flag checks, threads
@@ -70,7 +74,7 @@ class Args:
     save_buffer: bool = False
     """include the replay buffer in checkpoints (large) so that a resumed run continues exactly"""
     resume: Optional[str] = None
-    """path of a checkpoint.pt to continue from, in its run directory (its args are used; --total-timesteps may extend it)"""
+    """path of a checkpoint.pt to continue from, in its run directory: the run's args come from the checkpoint, the machine flags (cuda, torch-threads, compile, track, wandb-*, capture-video) from this command line, and --total-timesteps may extend the run"""
     eval_checkpoint: Optional[str] = None
     """evaluate the deterministic policy of a saved model or checkpoint for --eval-episodes episodes, then exit"""
 
@@ -148,6 +152,8 @@ class FlowPolicy(nn.Module):
     """The MEow network: policy, soft Q and soft V from one conditional flow (E1).
 
     Sampling direction: eps ~ N(0, I) -> z0 = sigma(s) * eps (prior) -> 4 additive couplings -> a = tanh(z).
+    Dropout in the couplings is on only inside the update, as in the paper; acting, evaluation and
+    diagnostics see the network without it.
     """
 
     def __init__(self, obs_dim, act_dim, alpha, sigma_max, sigma_min, hidden=64, shift_hidden=256, separate_q_masks=False):
@@ -167,20 +173,18 @@ class FlowPolicy(nn.Module):
         self.reward_shift = RewardShift(obs_dim, shift_hidden)
         self.half_log_2pi = 0.5 * act_dim * math.log(2 * math.pi)
         self._dropouts = [m for m in self.modules() if isinstance(m, Dropout)]  # a plain list: not registered twice
+        self.use_dropout(False)
 
     def use_dropout(self, active):
-        """Dropout on for updates, off for acting (as in the paper). The same as train()/eval() for this
-        network, whose only mode-dependent layers are dropouts, without walking its ~80 submodules (~0.5 ms)."""
+        """train()/eval() for this network, whose only mode-dependent layers are the dropouts, without
+        walking every submodule."""
         for layer in self._dropouts:
             layer.training = active
 
     @contextlib.contextmanager
     def dropout_masks(self, batch_size):
-        """Inside this block the dropout layers use keep-masks for `batch_size` rows drawn in one call.
-
-        Under torch.compile the masks thus enter the compiled loss as inputs: drawn inside it they
-        cost ~0.9 ms of a 7.3 ms update on a CPU (measured).
-        """
+        """Inside this block the dropout layers use keep-masks for `batch_size` rows drawn in one call,
+        so that a compiled loss takes them as inputs instead of drawing them itself."""
         param = next(self.parameters())
         masks = keep_mask((len(self._dropouts), batch_size, self.hidden), self._dropouts[0].p, param.device, param.dtype)
         for layer, mask in zip(self._dropouts, masks):
@@ -206,8 +210,9 @@ class FlowPolicy(nn.Module):
     def energy_and_normaliser(self, obs, actions):
         """Split log pi(a|s) = energy(s, a) - log Z(s), the energy-based reading of the flow (E2).
 
-        The coupling log-dets belong to the energy (zero for additive ones); the prior's state-only
-        scaling gives the normaliser.
+        The rule: a term that depends on the action goes to the energy, a term of the state alone to
+        log Z. So the tanh's log-det and the Gaussian's -|eps|^2 / 2 are energy, as are the couplings'
+        log-dets (0 for additive couplings, which preserve volume); the prior's scale sigma(s) is log Z.
         """
         z, energy = self.squash.inverse(actions)
         for coupling in reversed(self.couplings):
@@ -225,7 +230,8 @@ class FlowPolicy(nn.Module):
     def q_and_v(self, obs, actions):
         """Soft Q (E3) and soft V (E4), [B, 2] each, one column per reward shift b_k(s); Q_k - V_k = alpha * log pi.
 
-        By default one pass through the couplings serves both columns (the shifts depend on s only);
+        The two shifts cancel in pi; with the min over them in the target (E5) they are MEow's clipped
+        double Q, in one network. By default one pass through the couplings serves both columns (the shifts depend on s only);
         with separate_q_masks each column gets its own pass and dropout masks, as in the authors' code.
         """
         if self.q_passes == 2:
@@ -238,14 +244,15 @@ class FlowPolicy(nn.Module):
         return self.alpha * (shift + energy), self.alpha * (shift + log_z[:, None])
 
     def value(self, obs):
-        """The exact soft value V_k(s) (E4), [B, 2], in closed form: the prior is Gaussian and the couplings
-        preserve volume, so no coupling layer and no sampling is needed."""
+        """The exact soft value V_k(s) (E4), [B, 2]: log Z depends on the prior alone (the rule in
+        energy_and_normaliser), so no coupling layer and no sampling is needed."""
         log_z = self.half_log_2pi + self.prior.log_std(obs).sum(-1)
         return self.alpha * (self.reward_shift(obs) + log_z[:, None])
 
 
 def soft_bellman_target(target_policy, rewards, next_obs, terminated, gamma):
-    """(E5): time-outs are not terminations, so they bootstrap."""
+    """(E5). `terminated` is 1 only where the stored transition must not bootstrap; the loop decides what
+    a time-out stores."""
     with torch.no_grad():
         next_v = target_policy.value(next_obs).min(dim=1).values
         return rewards + gamma * (1.0 - terminated) * next_v
@@ -258,43 +265,12 @@ def meow_loss(policy, target_policy, batch, gamma):
     return F.mse_loss(q, y[:, None].expand_as(q))
 
 
-def flatten_parameters(module):
-    """Move every parameter of `module`, and its gradient, into one flat tensor; return that tensor.
-
-    A speed trick, not the method: each parameter becomes a view of the flat tensor (and its .grad a
-    view of the flat gradient), so Adam, the gradient clip, zeroing and the Polyak average each run
-    once over one buffer instead of once per tensor (72 of them). It buys 14% of whole-loop steps per
-    second (Hopper-v4, 2-core CPU: 60.2 vs 52.6, benchmarks/bench_loop.py default vs per-tensor). Call
-    it after the module is on its device; the gradient is zeroed in place from then on, never set to None.
-    """
-    params = list(module.parameters())
-    flat = torch.cat([p.detach().reshape(-1) for p in params]).requires_grad_(params[0].requires_grad)
-    flat.grad = torch.zeros_like(flat) if flat.requires_grad else None
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.data = flat.data[offset : offset + n].view_as(p)
-        if flat.grad is not None:
-            p.grad = flat.grad[offset : offset + n].view_as(p)  # backward accumulates into it in place
-        offset += n
-    return flat
-
-
-def make_optimizer(params, lr):
-    """Adam, fused (one kernel for all parameters) where this torch supports it, else foreach."""
-    params = list(params)
-    for kwargs in (dict(fused=True), dict(foreach=True), {}):
-        try:
-            return torch.optim.Adam(params, lr=lr, **kwargs)
-        except (RuntimeError, TypeError, ValueError):
-            continue
-
 
 def make_update(policy, target_policy, lr, gamma, tau, max_grad_norm, compile=False):
     """Build the per-step update: one gradient step on the MEow loss (E6), then the Polyak average (E7).
 
     Returns (update, optimizer). update(batch) returns the loss as a device tensor: nothing in it waits
-    for the device (no .item()), so the host runs ahead of a GPU.
+    for the device (no .item()), so the host runs ahead of a GPU. Dropout is on only inside update.
     """
     params = flatten_parameters(policy)
     target_params = flatten_parameters(target_policy)
@@ -305,6 +281,7 @@ def make_update(policy, target_policy, lr, gamma, tau, max_grad_norm, compile=Fa
         policy.use_dropout(True)
         with policy.dropout_masks(batch.obs.shape[0] * policy.q_passes):
             loss = loss_fn(policy, target_policy, batch, gamma)
+        policy.use_dropout(False)
         params.grad.zero_()
         loss.backward()
         nn.utils.clip_grad_norm_([params], max_grad_norm)
@@ -321,7 +298,6 @@ def diagnostics(policy, batch):
     Q and V, the acting policy's entropy -E[log pi] (exact per sample: the flow gives log pi), the prior's
     mean log-std, and the share of action components the tanh pushes past |a| > 0.99."""
     with torch.no_grad():
-        policy.use_dropout(False)
         q, v = policy.q_and_v(batch.obs, batch.actions)
         actions, log_prob = policy.sample(batch.obs)
         return {
@@ -378,7 +354,6 @@ class ReplayBuffer:
 def evaluate(policy, env, episodes, device, video_path=None):
     """Returns of the deterministic policy (prior mean pushed through the flow), one per episode.
     With `video_path`, the first episode's frames are written there (.mp4 or .gif)."""
-    policy.use_dropout(False)
     returns, frames = [], []
     for episode in range(episodes):
         obs, _ = env.reset()
@@ -410,7 +385,10 @@ def main(args):
         ckpt = None
         if args.resume:
             args, ckpt = resume_args(args)
-        note = setup(args)
+        note = resolve_defaults(args)
+        validate_args(args)
+        check_env_id(args.env_id)
+        check_extras(args)
         env = make_env(args.env_id, args.seed)()
     except ConfigError as e:
         fail(str(e))
@@ -467,31 +445,33 @@ def main(args):
         if global_step < args.learning_starts:
             action = env.action_space.sample()
         else:
-            policy.use_dropout(False)
             with torch.no_grad():
                 action, _ = sample(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])
             action = action[0].cpu().numpy()
-            if not np.isfinite(action).all():  # on the host anyway: stop now rather than feed NaN to the env until the next log point
+            if not np.isfinite(action).all():  # on the host anyway: stop before the env sees it
                 read_and_check({"losses/qf_loss": loss} if loss is not None else {}, policy, global_step, args, writer)
+                stop_on_bad_input("the policy's action", action, global_step, writer)
 
         next_obs, reward, terminated, truncated, info = env.step(action)
+        if not np.isfinite(next_obs).all():
+            stop_on_bad_input("the environment's observation", next_obs, global_step + 1, writer)
         # next_obs is the true successor even at a time-out (a single env does not autoreset), so the
         # transition is stored as is: a time-out bootstraps from it, a termination does not (terminated=1)
         rb.add(*as_batch(obs, action, reward, next_obs, terminated, device=device))
         obs = next_obs
         episode_over = terminated or truncated
+        step = global_step + 1  # env steps taken: the x axis of every tag
         if episode_over:
             last_return = float(info["episode"]["r"])
-            writer.add_scalar("charts/episodic_return", last_return, global_step)
-            writer.add_scalar("charts/episodic_length", int(info["episode"]["l"]), global_step)
+            writer.add_scalar("charts/episodic_return", last_return, step)
+            writer.add_scalar("charts/episodic_length", int(info["episode"]["l"]), step)
 
         if global_step >= args.learning_starts and rb.size >= args.batch_size:
             first = loss is None
             loss = update(rb.sample(args.batch_size))
             if first:  # time it from here: the random-action phase and the compilation say nothing of the rest
-                rate.restart(global_step + 1)
+                rate.restart(step)
 
-        step = global_step + 1
         if step % args.eval_frequency == 0:
             read_and_check({}, policy, step, args, writer)  # never evaluate (or film) non-finite weights
             video = os.path.join(run_dir, "videos", "step-%d.mp4" % step) if args.capture_video else None
@@ -516,23 +496,19 @@ def main(args):
             # checkpoint between episodes: then the env's RNG state is all of its state we need
             if args.save_model and step >= next_checkpoint and step < args.total_timesteps:
                 read_and_check({}, policy, step, args, writer)  # never save non-finite weights
-                save_checkpoint(
-                    os.path.join(run_dir, "checkpoint.pt"),
-                    {
-                        "step": step, "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim,
-                        "model": policy.state_dict(), "target": target_policy.state_dict(), "optimizer": optimizer.state_dict(),
-                        "buffer": rb.state_dict() if args.save_buffer else None,
-                        "rng": rng_state(), "env_rng": env_rng_state(env), "eval_env_rng": env_rng_state(eval_env),
-                        "last_return": last_return, "last_eval": last_eval,
-                    },
+                state = model_state(policy, args, obs_dim, act_dim, step)
+                state.update(
+                    target=target_policy.state_dict(), optimizer=optimizer.state_dict(), buffer=rb.state_dict() if args.save_buffer else None,
+                    rng=rng_state(), env_rng=env_rng_state(env), eval_env_rng=env_rng_state(eval_env), last_return=last_return, last_eval=last_eval,
                 )
+                save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), state)
                 next_checkpoint = (step // args.checkpoint_frequency + 1) * args.checkpoint_frequency
             obs, _ = env.reset()
 
     if args.save_model:
         read_and_check({}, policy, args.total_timesteps, args, writer)
         path = os.path.join(run_dir, "%s.pt" % args.exp_name)
-        torch.save({"model": policy.state_dict(), "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim, "step": args.total_timesteps}, path)
+        torch.save(model_state(policy, args, obs_dim, act_dim, args.total_timesteps), path)
         print("model saved to %s" % path)
     env.close()
     eval_env.close()
@@ -553,20 +529,19 @@ def fail(message, code=2):
     sys.exit(code)
 
 
-def resolve_defaults(args, table=PAPER_DEFAULTS, fallback="Hopper"):
-    """Fill every hyper-parameter left as None with the paper's value for the task.
-
-    Returns a note when the task is not in the table (its defaults then come from `fallback`).
-    """
+def resolve_defaults(args):
+    """Fill every hyper-parameter left as None with the paper's value for the task (its MuJoCo table;
+    the Hopper row for a task not in it). Returns one line naming the row and the values it gave, or
+    None when every value came from the command line."""
     name = args.env_id.split("-v")[0]
-    note = None
-    if name not in table:
-        note = "note: no paper defaults for %s; using the %s values for unset hyper-parameters" % (args.env_id, fallback)
-        name = fallback
-    for key, value in table[name].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return note
+    row = "the paper's %s row (MuJoCo table)" % name
+    if name not in PAPER_DEFAULTS:
+        name = "Hopper"
+        row = "no paper row for %s: the Hopper row (MuJoCo table)" % args.env_id
+    taken = [(key, value) for key, value in PAPER_DEFAULTS[name].items() if getattr(args, key) is None]
+    for key, value in taken:
+        setattr(args, key, value)
+    return "defaults: %s: %s" % (row, ", ".join("%s=%s" % kv for kv in taken)) if taken else None
 
 
 def validate_algorithm_args(args):
@@ -662,19 +637,42 @@ def write_video(path, frames, fps):
         imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
 
 
-def setup(args):
-    """Work that may fail on bad input: defaults, validation, env id, extras. Writes nothing to disk."""
-    note = resolve_defaults(args)
-    validate_args(args)
-    check_env_id(args.env_id)
-    check_extras(args)
-    return note
-
-
 # ---------------------------------------------------------------- shared support (the same text in meow_isaacgym.py)
+# The update's speed devices
+def flatten_parameters(module):
+    """Move every parameter of `module`, and its gradient, into one flat tensor; return that tensor.
+
+    Speed, not the method: each parameter becomes a view of the flat tensor (and its .grad a view of
+    the flat gradient), so Adam, the gradient clip, zeroing and the Polyak average each run once over
+    one buffer instead of once per tensor (docs/performance.md measures the gain). Call it after the
+    module is on its device; the gradient is zeroed in place from then on, never set to None.
+    """
+    params = list(module.parameters())
+    flat = torch.cat([p.detach().reshape(-1) for p in params]).requires_grad_(params[0].requires_grad)
+    flat.grad = torch.zeros_like(flat) if flat.requires_grad else None
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.data = flat.data[offset : offset + n].view_as(p)
+        if flat.grad is not None:
+            p.grad = flat.grad[offset : offset + n].view_as(p)  # backward accumulates into it in place
+        offset += n
+    return flat
+
+
+def make_optimizer(params, lr):
+    """Adam, fused (one kernel for all parameters) where this torch supports it, else foreach."""
+    params = list(params)
+    for kwargs in (dict(fused=True), dict(foreach=True), {}):
+        try:
+            return torch.optim.Adam(params, lr=lr, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            continue
+
+
 # Threads and compiling
-MAX_DEFAULT_THREADS = 2  # the update's matrices are small: more threads did not make it faster (bench_update.py --threads)
-COMPILE_MIN_UPDATES = 20_000  # compiling costs ~15 s (warm cache) to ~70 s (cold) and saves ~3 ms an update on a CPU
+MAX_DEFAULT_THREADS = 2  # the update's matrices are small: more threads do not make it faster (docs/performance.md)
+COMPILE_MIN_UPDATES = 20_000  # below this, compiling costs more time than it saves (docs/performance.md)
 
 
 def default_threads():
@@ -699,9 +697,12 @@ def compile_enabled(args, updates):
 
 
 def maybe_compile(fn, enabled, device, what):
-    """torch.compile(fn) when enabled; fn itself (eager) otherwise, or with a one-line warning when the
-    backend fails, at wrapping or at the first call (e.g. no C++ compiler). The first call prints one
-    line first: that is when compiling happens."""
+    """torch.compile(fn) when enabled, else fn itself (eager).
+
+    Compiling happens at the first call, which prints one line first. If the backend is unavailable
+    (at wrapping) or compiling fails (an exception in the first call, e.g. no C++ compiler), a one-line
+    warning says so and fn runs eagerly from then on; an error in any later call propagates.
+    """
     if not enabled:
         return fn
 
@@ -713,25 +714,24 @@ def maybe_compile(fn, enabled, device, what):
         if torch.device(device).type == "cpu":
             import torch._inductor.config as inductor_config
 
-            # random draws in compiled code (the action noise) come from ATen's generator, as in eager
-            # mode: the same numbers, and faster than inductor's own on a CPU (measured)
+            # random draws in compiled code (the action noise) come from ATen's generator, as in eager mode
             inductor_config.fallback_random = True
-        current = [torch.compile(fn, dynamic=False)]
+        compiled = torch.compile(fn, dynamic=False)
     except Exception as e:  # the backend is unavailable on this platform
         return eager("torch.compile unavailable (%s)" % str(e).strip().splitlines()[0])
-    started = []
+    current, first = compiled, True
 
     def call(*args, **kwargs):
-        if current[0] is not fn and not started:
-            started.append(True)
-            print("compiling %s (once per process: about a minute on a 2-core CPU, seconds when the compile cache holds "
-                  "these shapes; --no-compile skips it)" % what, flush=True)
+        nonlocal current, first
+        if not first:
+            return current(*args, **kwargs)
+        first = False
+        print("compiling %s (once per process: about a minute on a 2-core CPU, seconds when the compile cache holds "
+              "these shapes; --no-compile skips it)" % what, flush=True)
         try:
-            return current[0](*args, **kwargs)
+            return compiled(*args, **kwargs)
         except Exception as e:
-            if current[0] is fn:
-                raise
-            current[0] = eager("torch.compile failed (%s)" % str(e).strip().splitlines()[0])
+            current = eager("torch.compile failed (%s)" % str(e).strip().splitlines()[0])
             return fn(*args, **kwargs)
 
     return call
@@ -843,11 +843,56 @@ def check_resumable(ckpt, path):
     if "optimizer" not in ckpt or "step" not in ckpt:
         raise ConfigError("%s is a saved model, not a checkpoint.pt to resume (--eval-checkpoint evaluates it)" % path)
     if [len(group["params"]) for group in ckpt["optimizer"]["param_groups"]] != [1]:
-        raise ConfigError("%s holds one Adam state per tensor (written before the flat parameter buffer): this version "
+        raise ConfigError("%s holds one Adam state per tensor, not one for the flat parameter buffer: this version "
                           "cannot resume it (--eval-checkpoint still evaluates it)" % path)
 
 
+def saved_args(saved, path, needed=None):
+    """The Args a model or checkpoint was saved with. needed=None (to resume): the saved fields must be
+    exactly today's; else only the fields named in `needed` are read, and the others keep their defaults."""
+    known = [f.name for f in fields(Args)]
+    if needed is None:
+        unknown, missing = [k for k in saved if k not in known], [k for k in known if k not in saved]
+        if unknown or missing:
+            raise ConfigError("%s was saved by another version of this script (unknown args: %s; missing args: %s)"
+                              % (path, ", ".join(unknown) or "none", ", ".join(missing) or "none"))
+        return Args(**saved)
+    missing = [k for k in needed if k not in saved]
+    if missing:
+        raise ConfigError("%s lacks the saved args %s" % (path, ", ".join(missing)))
+    args = Args()
+    for k in needed:
+        setattr(args, k, saved[k])
+    return args
+
+
+def resumed_args(args, ckpt):
+    """--resume: the checkpoint's args, except this process's MACHINE_FLAGS and an explicit
+    --total-timesteps (which extends the run, so it must pass the checkpoint's step)."""
+    resumed = saved_args(ckpt["args"], args.resume)
+    for flag in MACHINE_FLAGS:
+        setattr(resumed, flag, getattr(args, flag))
+    if args.total_timesteps is not None:
+        if args.total_timesteps <= ckpt["step"]:
+            raise ConfigError("--total-timesteps (%d) must be above the checkpoint's step (%d) to resume %s"
+                              % (args.total_timesteps, ckpt["step"], args.resume))
+        resumed.total_timesteps = args.total_timesteps
+    resumed.resume = args.resume
+    return resumed
+
+
 # ---------------------------------------------------------------- end of the shared support
+
+
+def model_state(policy, args, obs_dim, act_dim, step):
+    """What a saved model holds (a checkpoint adds the rest of the training state)."""
+    return {"model": policy.state_dict(), "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim, "step": step}
+
+
+def stop_on_bad_input(what, value, step, writer):
+    """A non-finite observation or action: one error line and exit code 1, before the run goes on with it."""
+    close_writer(writer)
+    fail("%s is not finite at step %d (%s); no model file was written" % (what, step, np.array2string(np.asarray(value), precision=3, threshold=8)), code=1)
 
 
 def env_rng_state(env):
@@ -860,22 +905,20 @@ def set_env_rng_state(env, state):
     env.action_space.np_random.bit_generator.state = state["action_space"]
 
 
+# flags of this process and machine, not of the run: --resume takes them from the command line
+MACHINE_FLAGS = ("cuda", "torch_threads", "compile", "track", "wandb_project_name", "wandb_entity", "capture_video")
+
+
 def resume_args(args):
-    """--resume: the checkpoint's args, except an explicit --total-timesteps (to extend a run) and this
-    process's --torch-threads and --compile."""
     ckpt = load_checkpoint(args.resume)
     check_resumable(ckpt, args.resume)
-    resumed = Args(**ckpt["args"])
-    if args.total_timesteps is not None:
-        resumed.total_timesteps = args.total_timesteps
-    resumed.resume, resumed.torch_threads, resumed.compile = args.resume, args.torch_threads, args.compile
-    return resumed, ckpt
+    return resumed_args(args, ckpt), ckpt
 
 
 def evaluate_checkpoint(args):
     """--eval-checkpoint: the deterministic policy of a saved model, no training and no buffer."""
     ckpt = load_checkpoint(args.eval_checkpoint)
-    saved = Args(**ckpt["args"])
+    saved = saved_args(ckpt["args"], args.eval_checkpoint, needed=("env_id", "alpha", "sigma_max", "sigma_min"))
     check_env_id(saved.env_id)
     args.env_id = saved.env_id
     check_extras(args)

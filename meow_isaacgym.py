@@ -18,6 +18,10 @@ The equations, named where the code computes them:
   (E6) loss        L = mean over the batch and k of (Q_k(s, a) - y)^2
   (E7) Polyak      theta_target <- (1 - tau) * theta_target + tau * theta
 
+Unlike SAC there is no actor loss and no alpha loss: the policy is the flow that Q is read from, so the
+one regression (E6) trains both, and alpha is a fixed per-task setting of the paper, not tuned against a
+target entropy. The two shifts b_k and the min over them in (E5) play the part of SAC's clipped double Q.
+
 Run: python meow_isaacgym.py --task Ant --headless                      (Isaac Gym Preview 4, GPU)
      python meow_isaacgym.py --env-backend gymnasium --env-id Ant-v4     (anywhere, CPU)
 The file reads top to bottom as the method: arguments, the network, the target and loss, the update,
@@ -79,7 +83,7 @@ class Args:
     save_buffer: bool = False
     """include the replay buffer in checkpoints (large)"""
     resume: Optional[str] = None
-    """path of a checkpoint.pt to continue from (its args are used, with this machine's device flags; --total-timesteps may extend it). Simulator states are not saved (Isaac Gym cannot snapshot them), so every env starts a new episode: a resumed run is not bit-identical to an uninterrupted one"""
+    """path of a checkpoint.pt to continue from: the run's args come from the checkpoint, the machine flags (devices, headless, async-envs, torch-threads, compile, track, wandb-*) from this command line, and --total-timesteps may extend the run. Simulator states are not saved (Isaac Gym cannot snapshot them), so every env starts a new episode: a resumed run is not bit-identical to an uninterrupted one"""
     eval_checkpoint: Optional[str] = None
     """evaluate the deterministic policy of a saved model or checkpoint on its own backend and task for --eval-episodes episodes, then exit"""
 
@@ -102,12 +106,12 @@ class Args:
     """isaacgym backend: if toggled, run without the viewer window (needed on a machine without a display)"""
     async_envs: bool = False
     """gymnasium backend: if toggled, step the envs in subprocesses (gymnasium's AsyncVectorEnv) instead of in this process"""
-    bootstrap_timeouts: bool = True
-    """bootstrap from the last state at a time-out (true terminations never bootstrap); --no-bootstrap-timeouts treats time-outs as terminal, as the paper's runs did"""
+    timeouts: Optional[Literal["bootstrap", "terminal"]] = None
+    """a time-out either bootstraps from its last state or ends the return like a termination (default: terminal on the isaacgym backend, as the paper's Isaac runs; bootstrap on the gymnasium backend, as meow_continuous_action.py)"""
 
     # Algorithm arguments; `None` means "the paper's value for this task"
     total_timesteps: Optional[int] = None
-    """total environment steps over all envs (paper default per task)"""
+    """env steps over all envs; each vectorized step is num-envs env steps and one update (default: the paper's updates x num-envs on the isaacgym backend; 1,000,000 on the gymnasium backend, a CPU-sized run)"""
     alpha: Optional[float] = None
     """entropy temperature alpha (paper default per task)"""
     tau: Optional[float] = None
@@ -126,31 +130,38 @@ class Args:
     """discount factor"""
     learning_rate: float = 1e-3
     """Adam learning rate"""
-    max_grad_norm: float = 30.0
-    """gradient-norm clipping threshold"""
+    max_grad_norm: Optional[float] = None
+    """gradient-norm clipping threshold (default 60: the authors clip at 30 a loss they halve; this loss is not halved)"""
 
     # Evaluation and logging
-    eval_frequency: int = 100_000
-    """evaluate the deterministic policy every this many env steps (all envs); the isaacgym backend restarts its training envs for it (one simulation per process)"""
+    eval_frequency: Optional[int] = None
+    """evaluate the deterministic policy every this many env steps (all envs); default: 100,000 on the gymnasium backend, and on the isaacgym backend once at the end of the run, since there each evaluation restarts the training envs (one simulation per process)"""
     eval_episodes: int = 10
     """episodes per evaluation: the first episode of each of this many envs, restarted together"""
     log_frequency: int = 10_000
     """read losses, diagnostics and episode statistics from the device, check them, and log them every this many env steps (all envs)"""
 
 
-# The paper's Isaac Gym hyper-parameters. Steps count env steps over all envs; each batch size is the
-# authors' 131072 / num_envs.
+# The paper's Isaac Gym hyper-parameters. `updates` counts vectorized steps (one gradient step each), the
+# counter of the authors' trainer and of the paper's Isaac curves: a run is updates x num_envs env steps.
+# Each batch size is the authors' 131072 / num_envs. AllegroHand: the authors' files disagree (a tuner
+# with 1 env, a launch file with 512); the paper's figure says 512 envs, batch 256.
 PAPER_DEFAULTS = {
-    "Ant": dict(num_envs=128, batch_size=1024, alpha=0.075, tau=0.0005, sigma_max=2.0, sigma_min=-5.0, total_timesteps=1_000_000),
-    "Humanoid": dict(num_envs=128, batch_size=1024, alpha=0.25, tau=0.00025, sigma_max=-0.3, sigma_min=-5.0, total_timesteps=1_000_000),
-    "Ingenuity": dict(num_envs=128, batch_size=1024, alpha=0.025, tau=0.0025, sigma_max=-0.3, sigma_min=-4.0, total_timesteps=500_000),
-    "Anymal": dict(num_envs=128, batch_size=1024, alpha=0.00075, tau=0.025, sigma_max=-1.0, sigma_min=-5.0, total_timesteps=1_000_000),
-    "AllegroHand": dict(num_envs=512, batch_size=256, alpha=0.1, tau=0.001, sigma_max=-0.3, sigma_min=-4.0, total_timesteps=1_000_000),
-    "FrankaCabinet": dict(num_envs=512, batch_size=256, alpha=0.075, tau=0.01, sigma_max=-0.3, sigma_min=-5.0, total_timesteps=1_000_000),
+    "Ant": dict(num_envs=128, batch_size=1024, alpha=0.075, tau=0.0005, sigma_max=2.0, sigma_min=-5.0, updates=1_000_000),
+    "Humanoid": dict(num_envs=128, batch_size=1024, alpha=0.25, tau=0.00025, sigma_max=-0.3, sigma_min=-5.0, updates=1_000_000),
+    "Ingenuity": dict(num_envs=128, batch_size=1024, alpha=0.025, tau=0.0025, sigma_max=-0.3, sigma_min=-4.0, updates=500_000),
+    "Anymal": dict(num_envs=128, batch_size=1024, alpha=0.00075, tau=0.025, sigma_max=-1.0, sigma_min=-5.0, updates=1_000_000),
+    "AllegroHand": dict(num_envs=512, batch_size=256, alpha=0.1, tau=0.001, sigma_max=-0.3, sigma_min=-4.0, updates=1_000_000),
+    "FrankaCabinet": dict(num_envs=512, batch_size=256, alpha=0.075, tau=0.01, sigma_max=-0.3, sigma_min=-5.0, updates=1_000_000),
 }
+# The authors halve the squared error and clip the gradient norm at 30. This loss (E6) is not halved, so
+# its gradient is twice theirs and a clip of 60 clips the same steps; Adam is otherwise scale-free.
+PAPER_MAX_GRAD_NORM = 60.0
 # On a CPU the copies step one after another and each adds 15000 steps of replay memory: 8 keeps
 # Humanoid-v4's near 0.4 GB. --num-envs 128 restores the paper's ratio of updates to env steps.
 GYMNASIUM_NUM_ENVS = 8
+GYMNASIUM_TOTAL_TIMESTEPS = 1_000_000  # a length a CPU runs in hours (the paper's 1M updates x 8 envs would take weeks)
+GYMNASIUM_EVAL_FREQUENCY = 100_000
 
 ISAACGYM_MISSING = (
     "the isaacgym backend needs Isaac Gym Preview 4 and IsaacGymEnvs (%s): install Isaac Gym from NVIDIA's tarball "
@@ -164,6 +175,8 @@ class FlowPolicy(nn.Module):
     """The MEow network: policy, soft Q and soft V from one conditional flow (E1).
 
     Sampling direction: eps ~ N(0, I) -> z0 = sigma(s) * eps (prior) -> 4 additive couplings -> a = tanh(z).
+    Dropout in the couplings is on only inside the update, as in the paper; acting, evaluation and
+    diagnostics see the network without it.
     """
 
     def __init__(self, obs_dim, act_dim, alpha, sigma_max, sigma_min, hidden=64, shift_hidden=256, separate_q_masks=False):
@@ -183,20 +196,18 @@ class FlowPolicy(nn.Module):
         self.reward_shift = RewardShift(obs_dim, shift_hidden)
         self.half_log_2pi = 0.5 * act_dim * math.log(2 * math.pi)
         self._dropouts = [m for m in self.modules() if isinstance(m, Dropout)]  # a plain list: not registered twice
+        self.use_dropout(False)
 
     def use_dropout(self, active):
-        """Dropout on for updates, off for acting (as in the paper). The same as train()/eval() for this
-        network, whose only mode-dependent layers are dropouts, without walking its ~80 submodules (~0.5 ms)."""
+        """train()/eval() for this network, whose only mode-dependent layers are the dropouts, without
+        walking every submodule."""
         for layer in self._dropouts:
             layer.training = active
 
     @contextlib.contextmanager
     def dropout_masks(self, batch_size):
-        """Inside this block the dropout layers use keep-masks for `batch_size` rows drawn in one call.
-
-        Under torch.compile the masks thus enter the compiled loss as inputs: drawn inside it they
-        cost ~0.9 ms of a 7.3 ms update on a CPU (measured).
-        """
+        """Inside this block the dropout layers use keep-masks for `batch_size` rows drawn in one call,
+        so that a compiled loss takes them as inputs instead of drawing them itself."""
         param = next(self.parameters())
         masks = keep_mask((len(self._dropouts), batch_size, self.hidden), self._dropouts[0].p, param.device, param.dtype)
         for layer, mask in zip(self._dropouts, masks):
@@ -222,8 +233,9 @@ class FlowPolicy(nn.Module):
     def energy_and_normaliser(self, obs, actions):
         """Split log pi(a|s) = energy(s, a) - log Z(s), the energy-based reading of the flow (E2).
 
-        The coupling log-dets belong to the energy (zero for additive ones); the prior's state-only
-        scaling gives the normaliser.
+        The rule: a term that depends on the action goes to the energy, a term of the state alone to
+        log Z. So the tanh's log-det and the Gaussian's -|eps|^2 / 2 are energy, as are the couplings'
+        log-dets (0 for additive couplings, which preserve volume); the prior's scale sigma(s) is log Z.
         """
         z, energy = self.squash.inverse(actions)
         for coupling in reversed(self.couplings):
@@ -241,7 +253,8 @@ class FlowPolicy(nn.Module):
     def q_and_v(self, obs, actions):
         """Soft Q (E3) and soft V (E4), [B, 2] each, one column per reward shift b_k(s); Q_k - V_k = alpha * log pi.
 
-        By default one pass through the couplings serves both columns (the shifts depend on s only);
+        The two shifts cancel in pi; with the min over them in the target (E5) they are MEow's clipped
+        double Q, in one network. By default one pass through the couplings serves both columns (the shifts depend on s only);
         with separate_q_masks each column gets its own pass and dropout masks, as in the authors' code.
         """
         if self.q_passes == 2:
@@ -254,14 +267,15 @@ class FlowPolicy(nn.Module):
         return self.alpha * (shift + energy), self.alpha * (shift + log_z[:, None])
 
     def value(self, obs):
-        """The exact soft value V_k(s) (E4), [B, 2], in closed form: the prior is Gaussian and the couplings
-        preserve volume, so no coupling layer and no sampling is needed."""
+        """The exact soft value V_k(s) (E4), [B, 2]: log Z depends on the prior alone (the rule in
+        energy_and_normaliser), so no coupling layer and no sampling is needed."""
         log_z = self.half_log_2pi + self.prior.log_std(obs).sum(-1)
         return self.alpha * (self.reward_shift(obs) + log_z[:, None])
 
 
 def soft_bellman_target(target_policy, rewards, next_obs, terminated, gamma):
-    """(E5): time-outs are not terminations, so they bootstrap."""
+    """(E5). `terminated` is 1 only where the stored transition must not bootstrap; the loop decides what
+    a time-out stores."""
     with torch.no_grad():
         next_v = target_policy.value(next_obs).min(dim=1).values
         return rewards + gamma * (1.0 - terminated) * next_v
@@ -274,43 +288,12 @@ def meow_loss(policy, target_policy, batch, gamma):
     return F.mse_loss(q, y[:, None].expand_as(q))
 
 
-def flatten_parameters(module):
-    """Move every parameter of `module`, and its gradient, into one flat tensor; return that tensor.
-
-    A speed trick, not the method: each parameter becomes a view of the flat tensor (and its .grad a
-    view of the flat gradient), so Adam, the gradient clip, zeroing and the Polyak average each run
-    once over one buffer instead of once per tensor (72 of them). It buys 14% of whole-loop steps per
-    second (Hopper-v4, 2-core CPU: 60.2 vs 52.6, benchmarks/bench_loop.py default vs per-tensor). Call
-    it after the module is on its device; the gradient is zeroed in place from then on, never set to None.
-    """
-    params = list(module.parameters())
-    flat = torch.cat([p.detach().reshape(-1) for p in params]).requires_grad_(params[0].requires_grad)
-    flat.grad = torch.zeros_like(flat) if flat.requires_grad else None
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.data = flat.data[offset : offset + n].view_as(p)
-        if flat.grad is not None:
-            p.grad = flat.grad[offset : offset + n].view_as(p)  # backward accumulates into it in place
-        offset += n
-    return flat
-
-
-def make_optimizer(params, lr):
-    """Adam, fused (one kernel for all parameters) where this torch supports it, else foreach."""
-    params = list(params)
-    for kwargs in (dict(fused=True), dict(foreach=True), {}):
-        try:
-            return torch.optim.Adam(params, lr=lr, **kwargs)
-        except (RuntimeError, TypeError, ValueError):
-            continue
-
 
 def make_update(policy, target_policy, lr, gamma, tau, max_grad_norm, compile=False):
     """Build the per-step update: one gradient step on the MEow loss (E6), then the Polyak average (E7).
 
     Returns (update, optimizer). update(batch) returns the loss as a device tensor: nothing in it waits
-    for the device (no .item()), so the host runs ahead of a GPU.
+    for the device (no .item()), so the host runs ahead of a GPU. Dropout is on only inside update.
     """
     params = flatten_parameters(policy)
     target_params = flatten_parameters(target_policy)
@@ -321,6 +304,7 @@ def make_update(policy, target_policy, lr, gamma, tau, max_grad_norm, compile=Fa
         policy.use_dropout(True)
         with policy.dropout_masks(batch.obs.shape[0] * policy.q_passes):
             loss = loss_fn(policy, target_policy, batch, gamma)
+        policy.use_dropout(False)
         params.grad.zero_()
         loss.backward()
         nn.utils.clip_grad_norm_([params], max_grad_norm)
@@ -337,7 +321,6 @@ def diagnostics(policy, batch):
     Q and V, the acting policy's entropy -E[log pi] (exact per sample: the flow gives log pi), the prior's
     mean log-std, and the share of action components the tanh pushes past |a| > 0.99."""
     with torch.no_grad():
-        policy.use_dropout(False)
         q, v = policy.q_and_v(batch.obs, batch.actions)
         actions, log_prob = policy.sample(batch.obs)
         return {
@@ -406,7 +389,6 @@ def step_and_store(envs, rb, obs, dones, actions, bootstrap_timeouts):
 def evaluate(policy, obs_rms, envs, episodes):
     """Returns of the deterministic policy (prior mean pushed through the flow): all envs restart together
     and the first episode of each of the first `episodes` envs counts, so short episodes are not favoured."""
-    policy.use_dropout(False)
     count = min(episodes, envs.num_envs)
     obs, _ = envs.reset()
     returns = torch.zeros(envs.num_envs, device=envs.device)
@@ -432,6 +414,7 @@ class IsaacGymEnv:
     def __init__(self, task, device):
         self.task = task
         self.device = device
+        self.max_episode_length = getattr(task, "max_episode_length", None)
         self.num_envs = task.num_envs
         self.obs_dim = task.observation_space.shape[0]
         self.act_dim = task.action_space.shape[0]
@@ -491,14 +474,21 @@ class GymnasiumEnv:
 
 
 class EpisodeStatistics:
-    """Episode returns and lengths summed on the device; read (one host copy) only when logging."""
+    """Episode returns and lengths summed on the device; read (one host copy) only when logging.
 
-    def __init__(self, env):
+    Besides the episodes finished since the last log point, it keeps the returns of the last `window`
+    finished episodes: their mean is the paper's Isaac Gym curve (the authors ran no separate evaluation).
+    """
+
+    def __init__(self, env, window=100):
         self.env = env
         self.num_envs, self.obs_dim, self.act_dim, self.device = env.num_envs, env.obs_dim, env.act_dim, env.device
         self.returns = torch.zeros(self.num_envs, device=self.device)
         self.lengths = torch.zeros(self.num_envs, device=self.device)
         self.finished = torch.zeros(3, device=self.device)  # episodes, sum of returns, sum of lengths
+        self.window = window
+        self.recent = torch.zeros(window + 1, device=self.device)  # a ring of returns; the extra slot takes the unfinished envs' writes
+        self.recent_count = torch.zeros((), dtype=torch.long, device=self.device)  # finished episodes ever
 
     def reset(self):
         self.returns.zero_()
@@ -511,15 +501,22 @@ class EpisodeStatistics:
         self.lengths += 1
         ended = dones.float()
         self.finished += torch.stack([ended.sum(), (self.returns * ended).sum(), (self.lengths * ended).sum()])
+        # the ended episodes take the next ring slots in env order, with no host sync to count them
+        slots = (self.recent_count + torch.cumsum(dones.long(), 0) - 1) % self.window
+        self.recent[torch.where(dones, slots, self.window)] = self.returns
+        self.recent_count += dones.long().sum()
         self.returns *= 1 - ended
         self.lengths *= 1 - ended
         return obs, rewards, dones, time_outs
 
     def pop(self):
-        """(episodes finished since the last pop, their mean return, their mean length)."""
-        count, returns, lengths = self.finished.tolist()
+        """(episodes finished since the last pop, their mean return, their mean length, the mean return of
+        the last `window` finished episodes: nan before the first)."""
+        filled = self.recent_count.clamp(max=self.window)
+        last = (self.recent[: self.window] * (torch.arange(self.window, device=self.device) < filled)).sum() / filled
+        count, returns, lengths, last = torch.cat([self.finished, last[None]]).tolist()
         self.finished.zero_()
-        return int(count), returns / max(count, 1), lengths / max(count, 1)
+        return int(count), returns / max(count, 1), lengths / max(count, 1), last
 
     def close(self):
         self.env.close()
@@ -562,9 +559,11 @@ def make_env(args, num_envs, seed, device):
 
 
 class RunningMeanStd(nn.Module):
-    """Running mean and variance of the observations, on the device (the paper's Isaac Gym runs normalise
-    observations this way). Batches merge with Chan et al.'s parallel update; `mask` selects the rows to count.
-    Calling it standardises observations and clips them to +-clip.
+    """The running observation standardiser of the authors' Isaac runs (skrl's running standard scaler).
+
+    Mean and unbiased variance merge batch by batch (Chan et al.'s parallel update) from a prior of mean 0,
+    variance 1 and count 1; x -> (x - mean) / (std + 1e-8), clipped to +-5. The statistics take in only
+    the minibatches of the updates (states, then next states); acting and evaluation read them.
     """
 
     def __init__(self, dim, clip=5.0, epsilon=1e-8):
@@ -573,24 +572,21 @@ class RunningMeanStd(nn.Module):
         self.epsilon = epsilon
         self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
         self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
-        # a tiny prior count keeps the first merge finite without host-side checks
-        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(1.0, dtype=torch.float64))
 
     @torch.no_grad()
-    def update(self, x, mask=None):
-        weights = torch.ones(x.shape[0], dtype=torch.float64, device=x.device) if mask is None else mask.to(torch.float64)
-        batch_count = weights.sum()
+    def update(self, x):
         x = x.to(torch.float64)
-        batch_mean = (weights[:, None] * x).sum(0) / batch_count.clamp(min=1)
-        batch_var = (weights[:, None] * (x - batch_mean) ** 2).sum(0) / batch_count.clamp(min=1)
+        n = x.shape[0]
+        batch_mean, batch_var = x.mean(0), x.var(0)  # unbiased: a batch holds >= 2 rows (validate_args)
         delta = batch_mean - self.mean
-        total = self.count + batch_count
-        self.var.copy_((self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total) / total)
-        self.mean.add_(delta * batch_count / total)
+        total = self.count + n
+        self.var.copy_((self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total)
+        self.mean.add_(delta * n / total)
         self.count.copy_(total)
 
     def forward(self, x):
-        return ((x - self.mean) / torch.sqrt(self.var + self.epsilon)).clamp(-self.clip, self.clip).to(x.dtype)
+        return ((x - self.mean) / (self.var.sqrt() + self.epsilon)).clamp(-self.clip, self.clip).to(x.dtype)
 
 
 # ================================================================ the loop
@@ -618,6 +614,10 @@ def main(args):
     if note:
         print(note)
     print("hyper-parameters: " + ", ".join("%s=%s" % (k, v) for k, v in vars(args).items()))
+    episode_length = getattr(envs.env, "max_episode_length", None)
+    if args.env_backend == "isaacgym" and episode_length and args.eval_frequency // args.num_envs < episode_length:
+        print("warning: --eval-frequency %d is %d vectorized steps, shorter than an episode (%d): each evaluation restarts "
+              "the training envs, so training rarely sees the end of an episode" % (args.eval_frequency, args.eval_frequency // args.num_envs, episode_length))
 
     if ckpt is None:
         run_name = "%s__%s__%s__%d" % (task_name(args), args.exp_name, args.seed, int(time.time()))
@@ -660,16 +660,17 @@ def main(args):
 
     obs, dones = envs.reset()
     rate = RecentRate(start_iteration * n)
+    # the first vectorized step with a non-finite observation, and action (-1: none), read at log points (no host sync)
+    first_not_finite = torch.full((2,), -1, dtype=torch.long, device=device)
     for iteration in range(start_iteration, iterations):
-        # the paper's running observation normalisation, fed with the observations of stored transitions
-        obs_rms.update(obs, ~dones)
         if iteration < args.learning_starts:
             actions = torch.rand(n, act_dim, device=device) * 2 - 1
         else:
-            policy.use_dropout(False)
             with torch.no_grad():
                 actions, _ = sample(obs_rms(obs))
-        obs, dones = step_and_store(envs, rb, obs, dones, actions, args.bootstrap_timeouts)
+        obs, dones = step_and_store(envs, rb, obs, dones, actions, args.timeouts == "bootstrap")
+        bad = torch.stack([~obs.isfinite().all(), ~actions.isfinite().all()])
+        first_not_finite = torch.where(bad & (first_not_finite < 0), iteration, first_not_finite)
 
         prev_step, step = iteration * n, min((iteration + 1) * n, args.total_timesteps)
         # one gradient step per vectorized step (the paper's Isaac Gym setting); a buffer restored empty
@@ -677,7 +678,11 @@ def main(args):
         if iteration >= args.learning_starts and rb.size > args.learning_starts * n:
             first = loss is None
             batch = rb.sample(args.batch_size)
-            loss = update(batch._replace(obs=obs_rms(batch.obs), next_obs=obs_rms(batch.next_obs)))
+            # the authors' order: the statistics take in the states, which are then standardised, then the next states
+            obs_rms.update(batch.obs)
+            batch = batch._replace(obs=obs_rms(batch.obs))
+            obs_rms.update(batch.next_obs)
+            loss = update(batch._replace(next_obs=obs_rms(batch.next_obs)))
             if first:  # time it from here: the random-action phase and the compilation say nothing of the rest
                 rate.restart(step)
 
@@ -685,25 +690,31 @@ def main(args):
             read_and_check({}, policy, step, args, writer)  # never evaluate non-finite weights
             last_eval = float(np.mean(evaluate(policy, obs_rms, eval_envs, args.eval_episodes)))
             writer.add_scalar("eval/return", last_eval, step)
-            if eval_envs is envs.env:
+            if eval_envs is envs.env and step < args.total_timesteps:
                 obs, dones = envs.reset()  # training resumes on new episodes, none of them partly deterministic
         if crossed(prev_step, step, args.log_frequency) or step == args.total_timesteps:
             scalars = {"losses/qf_loss": loss} if loss is not None else {}
             if loss is not None:
                 batch = rb.sample(args.batch_size)
                 scalars.update(diagnostics(policy, batch._replace(obs=obs_rms(batch.obs))))
+            bad_obs, bad_action = first_not_finite.tolist()
+            if bad_obs >= 0 and not 0 <= bad_action <= bad_obs:  # the envs' fault, not a policy's NaN action stepped
+                stop_on_bad_input("an observation of the envs", (bad_obs + 1) * n, writer)
             scalars = read_and_check(scalars, policy, step, args, writer)
+            if bad_action >= 0:
+                stop_on_bad_input("an action of the policy", bad_action * n, writer)
             sps = rate.add(step)
             scalars["charts/SPS"] = sps
-            episodes, mean_return, mean_length = envs.pop()
+            episodes, mean_return, mean_length, last_100 = envs.pop()
             if episodes:
                 last_return = mean_return
-                scalars.update({"charts/episodic_return": mean_return, "charts/episodic_length": mean_length})
+                scalars.update({"charts/episodic_return": mean_return, "charts/episodic_length": mean_length,
+                                "charts/episodic_return_last100": last_100})
             for tag, value in scalars.items():
                 writer.add_scalar(tag, value, step)
             print(
-                "step %d/%d | SPS %.0f | return %.1f | eval %.1f | entropy %.2f | ETA %s"
-                % (step, args.total_timesteps, sps, last_return, last_eval, scalars.get("charts/entropy", float("nan")),
+                "step %d/%d (vectorized %d/%d) | SPS %.0f | return %.1f | last 100 %.1f | eval %.1f | entropy %.2f | ETA %s"
+                % (step, args.total_timesteps, iteration + 1, iterations, sps, last_return, last_100, last_eval, scalars.get("charts/entropy", float("nan")),
                    format_eta((args.total_timesteps - step) / sps) if loss is not None else "after learning starts")
             )
         if args.save_model and crossed(prev_step, step, args.checkpoint_frequency) and step < args.total_timesteps:
@@ -745,18 +756,38 @@ def task_name(args):
 
 
 def resolve_defaults(args):
-    """Fill every hyper-parameter left as None with the paper's value for the task; a note when there is none."""
-    name, note = task_name(args), None
+    """Fill every setting left as None with the paper's value for the task (its Isaac Gym table; the Ant
+    row for a task not in it). A gymnasium id takes the row of its task name: this script's regime (N
+    envs, one update per vectorized step, standardised observations) is the one those rows were tuned
+    in, where meow_continuous_action.py's MuJoCo rows belong to one env and one update per env step.
+    Returns one line naming the row and the values it gave, or None when none was needed."""
+    name = task_name(args)
+    row = "the paper's %s row (Isaac Gym table)" % name
     if name not in PAPER_DEFAULTS:
-        note = "note: no paper defaults for %s; using the Ant values for unset hyper-parameters" % name
+        row = "no paper row for %s: the Ant row (Isaac Gym table)" % name
         name = "Ant"
-    defaults = dict(PAPER_DEFAULTS[name])
-    if args.env_backend == "gymnasium":
+    on_gymnasium = args.env_backend == "gymnasium"
+    defaults = dict(PAPER_DEFAULTS[name], max_grad_norm=PAPER_MAX_GRAD_NORM, timeouts="bootstrap" if on_gymnasium else "terminal")
+    updates = defaults.pop("updates")
+    if on_gymnasium:
         defaults["num_envs"] = GYMNASIUM_NUM_ENVS
+    taken = []
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    return note
+            taken.append("%s=%s" % (key, value))
+    if args.total_timesteps is None:
+        if on_gymnasium:
+            args.total_timesteps = GYMNASIUM_TOTAL_TIMESTEPS
+            taken.append("total_timesteps=%d (the gymnasium backend's CPU-sized run, not the paper's)" % args.total_timesteps)
+        else:
+            args.total_timesteps = updates * args.num_envs
+            taken.append("total_timesteps=%d (%d vectorized steps x %d envs)" % (args.total_timesteps, updates, args.num_envs))
+    if args.eval_frequency is None:
+        # on Isaac Gym an evaluation restarts the training envs: once, at the end
+        args.eval_frequency = GYMNASIUM_EVAL_FREQUENCY if on_gymnasium else args.total_timesteps
+        taken.append("eval_frequency=%d" % args.eval_frequency)
+    return "defaults: %s: %s" % (row, ", ".join(taken)) if taken else None
 
 
 def validate_algorithm_args(args):
@@ -782,8 +813,10 @@ def validate_algorithm_args(args):
 def validate_args(args):
     """Raise ConfigError for settings that cannot train."""
     validate_algorithm_args(args)
-    if min(args.num_envs, args.batch_size, args.buffer_steps_per_env, args.total_timesteps) < 1:
-        raise ConfigError("--num-envs, --batch-size, --buffer-steps-per-env and --total-timesteps must be >= 1")
+    if min(args.num_envs, args.buffer_steps_per_env, args.total_timesteps) < 1:
+        raise ConfigError("--num-envs, --buffer-steps-per-env and --total-timesteps must be >= 1")
+    if args.batch_size < 2:
+        raise ConfigError("--batch-size must be >= 2: the observation statistics take the unbiased variance of each batch")
     if args.learning_starts < 1:
         raise ConfigError("--learning-starts must be >= 1 (got %d)" % args.learning_starts)
     if args.learning_starts >= args.buffer_steps_per_env:
@@ -847,9 +880,41 @@ def crossed(prev_step, step, frequency):
 
 
 # ---------------------------------------------------------------- shared support (the same text in meow_continuous_action.py)
+# The update's speed devices
+def flatten_parameters(module):
+    """Move every parameter of `module`, and its gradient, into one flat tensor; return that tensor.
+
+    Speed, not the method: each parameter becomes a view of the flat tensor (and its .grad a view of
+    the flat gradient), so Adam, the gradient clip, zeroing and the Polyak average each run once over
+    one buffer instead of once per tensor (docs/performance.md measures the gain). Call it after the
+    module is on its device; the gradient is zeroed in place from then on, never set to None.
+    """
+    params = list(module.parameters())
+    flat = torch.cat([p.detach().reshape(-1) for p in params]).requires_grad_(params[0].requires_grad)
+    flat.grad = torch.zeros_like(flat) if flat.requires_grad else None
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.data = flat.data[offset : offset + n].view_as(p)
+        if flat.grad is not None:
+            p.grad = flat.grad[offset : offset + n].view_as(p)  # backward accumulates into it in place
+        offset += n
+    return flat
+
+
+def make_optimizer(params, lr):
+    """Adam, fused (one kernel for all parameters) where this torch supports it, else foreach."""
+    params = list(params)
+    for kwargs in (dict(fused=True), dict(foreach=True), {}):
+        try:
+            return torch.optim.Adam(params, lr=lr, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            continue
+
+
 # Threads and compiling
-MAX_DEFAULT_THREADS = 2  # the update's matrices are small: more threads did not make it faster (bench_update.py --threads)
-COMPILE_MIN_UPDATES = 20_000  # compiling costs ~15 s (warm cache) to ~70 s (cold) and saves ~3 ms an update on a CPU
+MAX_DEFAULT_THREADS = 2  # the update's matrices are small: more threads do not make it faster (docs/performance.md)
+COMPILE_MIN_UPDATES = 20_000  # below this, compiling costs more time than it saves (docs/performance.md)
 
 
 def default_threads():
@@ -874,9 +939,12 @@ def compile_enabled(args, updates):
 
 
 def maybe_compile(fn, enabled, device, what):
-    """torch.compile(fn) when enabled; fn itself (eager) otherwise, or with a one-line warning when the
-    backend fails, at wrapping or at the first call (e.g. no C++ compiler). The first call prints one
-    line first: that is when compiling happens."""
+    """torch.compile(fn) when enabled, else fn itself (eager).
+
+    Compiling happens at the first call, which prints one line first. If the backend is unavailable
+    (at wrapping) or compiling fails (an exception in the first call, e.g. no C++ compiler), a one-line
+    warning says so and fn runs eagerly from then on; an error in any later call propagates.
+    """
     if not enabled:
         return fn
 
@@ -888,25 +956,24 @@ def maybe_compile(fn, enabled, device, what):
         if torch.device(device).type == "cpu":
             import torch._inductor.config as inductor_config
 
-            # random draws in compiled code (the action noise) come from ATen's generator, as in eager
-            # mode: the same numbers, and faster than inductor's own on a CPU (measured)
+            # random draws in compiled code (the action noise) come from ATen's generator, as in eager mode
             inductor_config.fallback_random = True
-        current = [torch.compile(fn, dynamic=False)]
+        compiled = torch.compile(fn, dynamic=False)
     except Exception as e:  # the backend is unavailable on this platform
         return eager("torch.compile unavailable (%s)" % str(e).strip().splitlines()[0])
-    started = []
+    current, first = compiled, True
 
     def call(*args, **kwargs):
-        if current[0] is not fn and not started:
-            started.append(True)
-            print("compiling %s (once per process: about a minute on a 2-core CPU, seconds when the compile cache holds "
-                  "these shapes; --no-compile skips it)" % what, flush=True)
+        nonlocal current, first
+        if not first:
+            return current(*args, **kwargs)
+        first = False
+        print("compiling %s (once per process: about a minute on a 2-core CPU, seconds when the compile cache holds "
+              "these shapes; --no-compile skips it)" % what, flush=True)
         try:
-            return current[0](*args, **kwargs)
+            return compiled(*args, **kwargs)
         except Exception as e:
-            if current[0] is fn:
-                raise
-            current[0] = eager("torch.compile failed (%s)" % str(e).strip().splitlines()[0])
+            current = eager("torch.compile failed (%s)" % str(e).strip().splitlines()[0])
             return fn(*args, **kwargs)
 
     return call
@@ -1018,41 +1085,77 @@ def check_resumable(ckpt, path):
     if "optimizer" not in ckpt or "step" not in ckpt:
         raise ConfigError("%s is a saved model, not a checkpoint.pt to resume (--eval-checkpoint evaluates it)" % path)
     if [len(group["params"]) for group in ckpt["optimizer"]["param_groups"]] != [1]:
-        raise ConfigError("%s holds one Adam state per tensor (written before the flat parameter buffer): this version "
+        raise ConfigError("%s holds one Adam state per tensor, not one for the flat parameter buffer: this version "
                           "cannot resume it (--eval-checkpoint still evaluates it)" % path)
+
+
+def saved_args(saved, path, needed=None):
+    """The Args a model or checkpoint was saved with. needed=None (to resume): the saved fields must be
+    exactly today's; else only the fields named in `needed` are read, and the others keep their defaults."""
+    known = [f.name for f in fields(Args)]
+    if needed is None:
+        unknown, missing = [k for k in saved if k not in known], [k for k in known if k not in saved]
+        if unknown or missing:
+            raise ConfigError("%s was saved by another version of this script (unknown args: %s; missing args: %s)"
+                              % (path, ", ".join(unknown) or "none", ", ".join(missing) or "none"))
+        return Args(**saved)
+    missing = [k for k in needed if k not in saved]
+    if missing:
+        raise ConfigError("%s lacks the saved args %s" % (path, ", ".join(missing)))
+    args = Args()
+    for k in needed:
+        setattr(args, k, saved[k])
+    return args
+
+
+def resumed_args(args, ckpt):
+    """--resume: the checkpoint's args, except this process's MACHINE_FLAGS and an explicit
+    --total-timesteps (which extends the run, so it must pass the checkpoint's step)."""
+    resumed = saved_args(ckpt["args"], args.resume)
+    for flag in MACHINE_FLAGS:
+        setattr(resumed, flag, getattr(args, flag))
+    if args.total_timesteps is not None:
+        if args.total_timesteps <= ckpt["step"]:
+            raise ConfigError("--total-timesteps (%d) must be above the checkpoint's step (%d) to resume %s"
+                              % (args.total_timesteps, ckpt["step"], args.resume))
+        resumed.total_timesteps = args.total_timesteps
+    resumed.resume = args.resume
+    return resumed
 
 
 # ---------------------------------------------------------------- end of the shared support
 
 
-MACHINE_FLAGS = ("sim_device", "rl_device", "graphics_device_id", "headless", "cuda", "async_envs", "torch_threads", "compile")
+# flags of this process and machine, not of the run: --resume and --eval-checkpoint take them from the command line
+MACHINE_FLAGS = ("sim_device", "rl_device", "graphics_device_id", "headless", "cuda", "async_envs", "torch_threads", "compile",
+                 "track", "wandb_project_name", "wandb_entity")
 
 
-def checkpoint_args(ckpt, path, args):
-    """The saved run's Args, with this machine's device and process flags from `args`."""
+def stop_on_bad_input(what, step, writer):
+    """A non-finite observation or action: one error line and exit code 1."""
+    close_writer(writer)
+    fail("%s is not finite at step %d; no model file was written" % (what, step), code=1)
+
+
+def check_isaac_file(ckpt, path):
     if "obs_rms" not in ckpt:
         raise ConfigError("%s has no observation normaliser: not a meow_isaacgym.py model or checkpoint" % path)
-    saved = Args(**ckpt["args"])
-    for flag in MACHINE_FLAGS:
-        setattr(saved, flag, getattr(args, flag))
-    return saved
 
 
 def resume_args(args):
-    """--resume: the checkpoint's args (this machine's devices), except an explicit --total-timesteps (to extend a run)."""
     ckpt = load_checkpoint(args.resume)
+    check_isaac_file(ckpt, args.resume)
     check_resumable(ckpt, args.resume)
-    resumed = checkpoint_args(ckpt, args.resume, args)
-    if args.total_timesteps is not None:
-        resumed.total_timesteps = args.total_timesteps
-    resumed.resume = args.resume
-    return resumed, ckpt
+    return resumed_args(args, ckpt), ckpt
 
 
 def evaluate_checkpoint(args):
     """--eval-checkpoint: the saved deterministic policy on its own backend and task."""
     ckpt = load_checkpoint(args.eval_checkpoint)
-    saved = checkpoint_args(ckpt, args.eval_checkpoint, args)
+    check_isaac_file(ckpt, args.eval_checkpoint)
+    saved = saved_args(ckpt["args"], args.eval_checkpoint, needed=("env_backend", "task", "env_id", "alpha", "sigma_max", "sigma_min"))
+    for flag in MACHINE_FLAGS:
+        setattr(saved, flag, getattr(args, flag))
     check_backend(saved)
     device = training_device(saved)
     envs = make_env(saved, args.eval_episodes, args.seed, device)

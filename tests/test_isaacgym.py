@@ -248,19 +248,27 @@ def test_isaacgym_adapter_masks_restart_steps(fake_isaacgym):
 
 
 # ----------------------------------------------------------------------------------- normaliser
-def test_running_mean_std_matches_numpy_and_round_trips(tmp_path):
+def test_running_mean_std_follows_the_authors_scaler_and_round_trips(tmp_path):
+    """Prior mean 0, variance 1, count 1; each batch merged with its unbiased variance; (x - mean) / (std + 1e-8)."""
     rng = np.random.default_rng(0)
     rms = mig.RunningMeanStd(3)
-    kept = []
+    mean, var, count = np.zeros(3), np.ones(3), 1.0
     for i in range(30):
-        x = rng.normal(loc=[1.0, -2.0, 5.0], scale=[0.5, 3.0, 10.0], size=(int(rng.integers(1, 50)), 3)).astype(np.float32)
-        mask = rng.random(len(x)) < 0.8
-        rms.update(torch.as_tensor(x), torch.as_tensor(mask))
-        kept.append(x[mask])
-    kept = np.concatenate(kept).astype(np.float64)
-    np.testing.assert_allclose(rms.mean.numpy(), kept.mean(0), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(rms.var.numpy(), kept.var(0), rtol=1e-5, atol=1e-5)
-    assert abs(float(rms.count) - len(kept)) < 1e-3
+        x = rng.normal(loc=[1.0, -2.0, 5.0], scale=[0.5, 3.0, 10.0], size=(int(rng.integers(2, 50)), 3)).astype(np.float32)
+        rms.update(torch.as_tensor(x))
+        n, batch_mean, batch_var = len(x), x.astype(np.float64).mean(0), x.astype(np.float64).var(0, ddof=1)
+        delta, total = batch_mean - mean, count + n
+        mean, var, count = mean + delta * n / total, (var * count + batch_var * n + delta**2 * count * n / total) / total, total
+    np.testing.assert_allclose(rms.mean.numpy(), mean, rtol=1e-9)
+    np.testing.assert_allclose(rms.var.numpy(), var, rtol=1e-9)
+    assert float(rms.count) == count
+    # the prior weighs one observation: after ~800 of them the statistics are the data's
+    np.testing.assert_allclose(rms.mean.numpy(), [1.0, -2.0, 5.0], atol=0.8)
+    np.testing.assert_allclose(np.sqrt(rms.var.numpy()), [0.5, 3.0, 10.0], rtol=0.1)
+    x = torch.tensor([[2.0, 1.0, -90.0]])
+    expected = np.clip((x.numpy()[0] - mean) / (np.sqrt(var) + 1e-8), -5, 5)
+    np.testing.assert_allclose(rms(x).numpy()[0], expected, rtol=1e-6)
+    assert rms(x)[0, 2] == -5.0  # clipped
 
     path = str(tmp_path / "checkpoint.pt")
     mig.save_checkpoint(path, {"model": {}, "args": {}, "obs_rms": rms.state_dict()})
@@ -278,9 +286,9 @@ def test_isaacgym_backend_trains_checkpoints_resumes_and_evaluates(fake_isaacgym
     assert fake_isaacgym[0] == dict(task="Point", num_envs=16, sim_device="cpu", headless=True)
     run_dir = only_run_dir(tmp_path)
     out = capsys.readouterr().out
-    assert "no paper defaults for Point" in out and "step 3840/3840" in out
+    assert "defaults: no paper row for Point: the Ant row (Isaac Gym table)" in out and "step 3840/3840 (vectorized 240/240)" in out
     acc = scalar_tags(run_dir)
-    for tag in ("charts/episodic_return", "charts/episodic_length", "charts/SPS", "losses/qf_loss", "eval/return"):
+    for tag in ("charts/episodic_return", "charts/episodic_return_last100", "charts/episodic_length", "charts/SPS", "losses/qf_loss", "eval/return"):
         assert tag in acc.Tags()["scalars"], tag
     assert "hyperparameters" in "".join(acc.Tags()["tensors"])
     lengths = [e.value for e in acc.Scalars("charts/episodic_length")]
@@ -288,8 +296,9 @@ def test_isaacgym_backend_trains_checkpoints_resumes_and_evaluates(fake_isaacgym
 
     ckpt = mig.load_checkpoint(os.path.join(run_dir, "checkpoint.pt"))
     assert ckpt["step"] == 3200 and ckpt["iteration"] == 200 and ckpt["buffer"]["size"] == 3200
-    # the normaliser counted the observation of every stored transition, and only those
-    assert abs(float(ckpt["obs_rms"]["count"]) - float(ckpt["buffer"]["valid"].sum())) < 1e-2
+    # the normaliser took in the states and next states of each update's batch, and nothing else:
+    # updates at vectorized steps 20 to 199, batches of 64, on top of the prior's count of 1
+    assert float(ckpt["obs_rms"]["count"]) == 1 + 2 * 64 * 180
 
     mig.main(mig.Args(resume=os.path.join(run_dir, "checkpoint.pt"), total_timesteps=16 * 260, sim_device="cpu", rl_device="cpu"))
     out = capsys.readouterr().out
@@ -312,7 +321,7 @@ def test_gymnasium_backend_trains_hopper_with_4_envs(tmp_path, monkeypatch, caps
         assert tag in acc.Tags()["scalars"], tag
     assert np.isfinite([e.value for e in acc.Scalars("losses/qf_loss")]).all()
     out = capsys.readouterr().out
-    assert "no paper defaults for Hopper" in out
+    assert "defaults: no paper row for Hopper: the Ant row (Isaac Gym table)" in out and "timeouts=bootstrap" in out
     returns = mig.main(mig.Args(eval_checkpoint=os.path.join(run_dir, "meow_isaacgym.pt"), eval_episodes=2))
     assert len(returns) == 2
 
@@ -378,3 +387,97 @@ def test_log_points_carry_the_diagnostics(fake_isaacgym, tmp_path, monkeypatch, 
         values = [e.value for e in acc.Scalars(tag)]
         assert len(values) == 4 and np.isfinite(values).all(), tag  # at 640, 960, 1280, 1600: after learning starts (320)
     assert "| entropy " in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------- the paper's Isaac regime
+@pytest.mark.parametrize("task", sorted(mig.PAPER_DEFAULTS))
+def test_each_tasks_defaults_make_the_papers_updates_and_evaluate_only_at_the_end(task):
+    args = mig.Args(task=task)
+    line = mig.resolve_defaults(args)
+    assert line.startswith("defaults: the paper's %s row (Isaac Gym table)" % task)
+    row = mig.PAPER_DEFAULTS[task]
+    vectorized_steps = -(-args.total_timesteps // args.num_envs)
+    assert vectorized_steps == row["updates"] == (500_000 if task == "Ingenuity" else 1_000_000)  # one update per vectorized step
+    assert (args.num_envs, args.batch_size) == (row["num_envs"], row["batch_size"]) and args.num_envs * args.batch_size == 131072
+    assert args.timeouts == "terminal" and args.max_grad_norm == 60.0
+    # no evaluation, and so no restart of the training envs, before the last vectorized step
+    assert args.eval_frequency // args.num_envs >= vectorized_steps
+    mig.validate_args(args)
+
+
+def test_the_gymnasium_backend_takes_the_isaac_row_of_its_task_and_a_cpu_sized_length():
+    args = mig.Args(env_backend="gymnasium", env_id="Ant-v4")
+    line = mig.resolve_defaults(args)
+    assert line.startswith("defaults: the paper's Ant row (Isaac Gym table)") and "not the paper's" in line
+    assert (args.alpha, args.tau, args.batch_size, args.num_envs) == (0.075, 0.0005, 1024, mig.GYMNASIUM_NUM_ENVS)
+    assert (args.total_timesteps, args.eval_frequency, args.timeouts) == (1_000_000, 100_000, "bootstrap")
+    explicit = mig.Args(env_backend="gymnasium", env_id="Ant-v4", timeouts="terminal", max_grad_norm=30.0)
+    mig.resolve_defaults(explicit)
+    assert (explicit.timeouts, explicit.max_grad_norm) == ("terminal", 30.0)
+
+
+def test_the_isaacgym_backend_with_default_evaluation_restarts_the_training_envs_only_at_the_end(fake_isaacgym, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    restarts = []
+    reset = mig.IsaacGymEnv.reset
+    monkeypatch.setattr(mig.IsaacGymEnv, "reset", lambda self: restarts.append(1) or reset(self))
+    mig.main(isaac_args(num_envs=32, total_timesteps=32 * 120, eval_frequency=None, log_frequency=32 * 40))
+    assert len(restarts) == 2  # the start, and the one evaluation at the last step
+    acc = scalar_tags(only_run_dir(tmp_path))
+    assert [e.step for e in acc.Scalars("eval/return")] == [32 * 120]
+
+
+class ScriptedEnv:
+    """Hands out scripted (rewards, dones): the returns of finished episodes are known in advance."""
+
+    def __init__(self, rewards, dones):
+        self.rewards, self.dones = rewards, dones
+        self.num_envs, self.obs_dim, self.act_dim, self.device = rewards.shape[1], 1, 1, torch.device("cpu")
+        self.t = 0
+
+    def step(self, actions):
+        r, d = self.rewards[self.t], self.dones[self.t]
+        self.t += 1
+        return torch.zeros(self.num_envs, 1), r, d, torch.zeros_like(d)
+
+
+def test_the_papers_curve_is_the_mean_return_of_the_last_100_finished_episodes():
+    gen = torch.Generator().manual_seed(0)
+    rewards = torch.randint(0, 10, (300, 7), generator=gen).float()
+    dones = torch.rand(300, 7, generator=gen) < 0.15
+    dones[40] = True  # all envs end together at least once
+    stats = mig.EpisodeStatistics(ScriptedEnv(rewards, dones), window=100)
+    finished, running = [], torch.zeros(7)
+    for t in range(300):
+        stats.step(torch.zeros(7, 1))
+        running += rewards[t]
+        for i in range(7):  # in env order within a step, as the ring fills
+            if dones[t, i]:
+                finished.append(float(running[i]))
+                running[i] = 0
+        if t in (3, 120, 299):
+            count, mean_return, _, last = stats.pop()
+            if not finished:
+                assert count == 0 and np.isnan(last)
+            else:
+                assert abs(last - np.mean(finished[-100:])) < 1e-4, t
+    assert len(finished) > 100
+
+
+def test_a_non_finite_observation_stops_the_isaac_loop_with_one_line(fake_isaacgym, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    step = FakeVecTask.step
+
+    def nan_at_step_50(self, actions):
+        obs_dict, rewards, reset_buf, extras = step(self, actions)
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == 50:
+            obs_dict["obs"][3, 0] = float("nan")
+        return obs_dict, rewards, reset_buf, extras
+
+    monkeypatch.setattr(FakeVecTask, "step", nan_at_step_50)
+    with pytest.raises(SystemExit) as exit_info:
+        mig.main(isaac_args(log_frequency=16 * 60, save_model=True))
+    assert exit_info.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == "error: an observation of the envs is not finite at step %d; no model file was written" % (16 * 50)

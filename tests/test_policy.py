@@ -303,7 +303,29 @@ def test_compiled_loss_equals_the_eager_loss_with_fresh_masks_each_call(capsys):
 
 
 # ----------------------------------------------------------------------------- the two copies
-SHARED = ["FlowPolicy", "soft_bellman_target", "meow_loss", "flatten_parameters", "make_optimizer", "make_update", "diagnostics"]
+SHARED = ["FlowPolicy", "soft_bellman_target", "meow_loss", "make_update", "diagnostics"]
+# the support block both scripts copy (between its banners), every function and constant of it
+SUPPORT = ["flatten_parameters", "make_optimizer", "MAX_DEFAULT_THREADS", "COMPILE_MIN_UPDATES", "default_threads", "seed_everything",
+           "compile_enabled", "maybe_compile", "make_writer", "close_writer", "read_and_check", "RecentRate", "format_eta", "rng_state",
+           "set_rng_state", "save_checkpoint", "load_checkpoint", "check_resumable", "saved_args", "resumed_args"]
+
+
+def banner_block(path, start, end):
+    text = open(path).read()
+    i = text.index(start)
+    return text[text.index("\n", i) : text.index(end, i)]
+
+
+def test_the_two_scripts_hold_the_same_support_block():
+    start, end = "# " + "-" * 64 + " shared support", "# " + "-" * 64 + " end of the shared support"
+    blocks = [banner_block(script.__file__, start, end) for script in SCRIPTS]
+    assert blocks[0] == blocks[1]
+    import ast
+
+    names = set()
+    for node in ast.parse(blocks[0]).body:
+        names.update([node.name] if hasattr(node, "name") else [t.id for t in getattr(node, "targets", [])])
+    assert names == set(SUPPORT)  # the list names the whole block
 
 
 def test_the_two_scripts_hold_the_same_algorithm():

@@ -175,11 +175,14 @@ def test_eval_checkpoint_runs_the_saved_policy_without_training(hopper_run):
 
 def test_paper_defaults_resolve_per_environment_and_flags_win():
     args = meow.Args(env_id="Ant-v5", tau=0.01)
-    assert meow.resolve_defaults(args) is None
+    line = meow.resolve_defaults(args)
+    assert line.startswith("defaults: the paper's Ant row (MuJoCo table): ") and "alpha=0.05" in line and "tau=" not in line
     assert (args.alpha, args.tau, args.learning_starts, args.total_timesteps) == (0.05, 0.01, 5000, 4_000_000)
     other = meow.Args(env_id="Pusher-v5")
-    assert "Hopper" in meow.resolve_defaults(other)
+    assert meow.resolve_defaults(other).startswith("defaults: no paper row for Pusher-v5: the Hopper row (MuJoCo table)")
     assert (other.alpha, other.sigma_max) == (0.25, -0.3)
+    explicit = meow.Args(env_id="Hopper-v4", alpha=0.2, tau=0.01, sigma_max=-0.3, sigma_min=-5.0, learning_starts=10, total_timesteps=100)
+    assert meow.resolve_defaults(explicit) is None  # nothing came from the table: no line
 
 
 # ------------------------------------------------------------------ bad input
@@ -326,8 +329,132 @@ def test_shipped_model_loads_for_its_env(env_id):
     env = gym.make(env_id)
     assert (ckpt["obs_dim"], ckpt["act_dim"]) == (env.observation_space.shape[0], env.action_space.shape[0])
     env.close()
-    args = meow.Args(**ckpt["args"])
-    policy = meow.FlowPolicy(ckpt["obs_dim"], ckpt["act_dim"], args.alpha, args.sigma_max, args.sigma_min)
-    policy.load_state_dict(ckpt["model"])
-    assert all(torch.isfinite(p).all() for p in policy.parameters())
     assert set(ckpt) == {"model", "args", "obs_dim", "act_dim", "step"}  # a model file, no optimizer or buffer
+    # --eval-checkpoint reads only the saved args it needs, so models of older versions keep loading
+    returns = meow.main(meow.Args(eval_checkpoint=path, eval_episodes=1, seed=3))
+    assert len(returns) == 1 and np.isfinite(returns[0])
+
+
+# ------------------------------------------------------------------ what surprises users (issue 17)
+def test_episode_tags_share_the_x_axis_of_every_other_tag(tmp_path, monkeypatch):
+    """An episode that ends with the env's 8th step is logged at step 8, as a loss read after that step is."""
+    monkeypatch.chdir(tmp_path)
+    meow.main(tiny_args(save_model=False))
+    (run_dir,) = glob.glob("runs/*")
+    lengths = scalars(run_dir, "charts/episodic_length")
+    steps = [s for s, _ in lengths]
+    assert steps == list(np.cumsum([int(v) for _, v in lengths]))  # each episode ends at the step count so far
+    assert all(s % 20 == 0 for s, _ in scalars(run_dir, "losses/qf_loss"))
+
+
+class NonFiniteEnv(CountingEnv):
+    """A CountingEnv whose 12th observation is NaN, or (huge=True) finite but too large for the network."""
+
+    huge = False
+
+    def reset(self, seed=None, options=None):
+        self.steps = getattr(self, "steps", 0)
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        self.steps += 1
+        if self.steps == 12:
+            obs = np.full_like(obs, 3e38 if self.huge else np.nan)
+        return obs, reward, terminated, truncated, info
+
+
+class HugeObservationEnv(NonFiniteEnv):
+    huge = True
+
+
+gym.register("MeowNaNObs-v0", entry_point=NonFiniteEnv, max_episode_steps=8)
+gym.register("MeowHugeObs-v0", entry_point=HugeObservationEnv, max_episode_steps=8)
+
+
+@pytest.mark.parametrize("env_id, what, step", [("MeowNaNObs-v0", "the environment's observation is not finite at step 12", 12),
+                                                ("MeowHugeObs-v0", "the policy's action is not finite at step 12", 12)])
+def test_a_non_finite_observation_or_action_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys, env_id, what, step):
+    # no update before step 100 (the buffer holds no batch), so the weights and the loss stay finite
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        meow.main(tiny_args(env_id=env_id, learning_starts=5, batch_size=100, save_model=False))
+    assert exit_info.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: " + what), line
+
+
+def test_maybe_compile_falls_back_only_when_compiling_fails(monkeypatch, capsys):
+    calls = []
+
+    def fn(x):
+        calls.append(x)
+        return x + 1
+
+    def broken_compile(f, dynamic=False):
+        def compiled(x):
+            raise RuntimeError("no C++ compiler\nmore detail")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    wrapped = meow.maybe_compile(fn, True, "cpu", "the test")
+    assert wrapped(1) == 2 and wrapped(2) == 3 and calls == [1, 2]
+    assert "warning: torch.compile failed (no C++ compiler); running the test eagerly" in capsys.readouterr().err
+
+    def later_failure(f, dynamic=False):
+        state = {"calls": 0}
+
+        def compiled(x):
+            state["calls"] += 1
+            if state["calls"] > 1:
+                raise MemoryError("out of memory")
+            return f(x)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", later_failure)
+    wrapped = meow.maybe_compile(fn, True, "cpu", "the test")
+    assert wrapped(5) == 6
+    with pytest.raises(MemoryError):
+        wrapped(6)  # a mid-run error is not hidden behind an eager retry
+    assert "eagerly" not in capsys.readouterr().err
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    meow.main(tiny_args(cuda=True, capture_video=False))
+    (path,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoint.pt"))
+    return path
+
+
+def test_resume_takes_machine_flags_from_the_command_line_and_refuses_to_shrink(tiny_checkpoint):
+    ckpt = meow.load_checkpoint(tiny_checkpoint)
+    assert ckpt["args"]["cuda"] is True
+    resumed, _ = meow.resume_args(meow.Args(resume=tiny_checkpoint, cuda=False, torch_threads=1, compile=False))
+    assert (resumed.cuda, resumed.torch_threads, resumed.compile) == (False, 1, False)
+    assert (resumed.env_id, resumed.total_timesteps, resumed.seed) == ("MeowCounting-v0", 160, 1)  # the run's own args
+    for total in (ckpt["step"], ckpt["step"] - 1):
+        with pytest.raises(meow.ConfigError, match="--total-timesteps \\(%d\\) must be above the checkpoint's step \\(%d\\)" % (total, ckpt["step"])):
+            meow.resume_args(meow.Args(resume=tiny_checkpoint, total_timesteps=total))
+    assert meow.resume_args(meow.Args(resume=tiny_checkpoint, total_timesteps=ckpt["step"] + 1))[0].total_timesteps == ckpt["step"] + 1
+
+
+def test_a_file_of_another_version_fails_with_one_line_naming_the_fields(tiny_checkpoint, tmp_path):
+    ckpt = torch.load(tiny_checkpoint, weights_only=False)
+    ckpt["args"]["flux_capacitor"] = 3
+    del ckpt["args"]["gamma"]
+    other = str(tmp_path / "other_version.pt")
+    torch.save(ckpt, other)
+    result = run_script(["--resume", other], tmp_path, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "another version of this script (unknown args: flux_capacitor; missing args: gamma)" in lines[0]
+    # evaluating it needs only the env and the network's args: the rest may differ
+    ckpt["args"]["env_id"] = "Hopper-v4"
+    torch.save(ckpt, other)
+    with pytest.raises(RuntimeError):  # gets as far as loading weights of the counting env's sizes into a Hopper policy
+        meow.main(meow.Args(eval_checkpoint=other, eval_episodes=1))
+    del ckpt["args"]["alpha"]
+    torch.save(ckpt, other)
+    with pytest.raises(meow.ConfigError, match="lacks the saved args alpha"):
+        meow.evaluate_checkpoint(meow.Args(eval_checkpoint=other, eval_episodes=1))

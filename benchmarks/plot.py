@@ -1,38 +1,44 @@
-"""Plot learning curves of MEow runs against the paper, and print a comparison table.
+"""Export runs' evaluation returns to a CSV; draw the learning curves and the results table from it.
 
-Reads the TensorBoard event files of the given runs (run directories, or parent directories
-searched recursively, or glob patterns), groups them by environment id and experiment name
-(parsed from the run directory name `{env_id}__{exp_name}__{seed}__{unix_time}`) and, per
-environment, writes OUT_DIR/{env_id}_{tag}.png: the mean over seeds of --tag versus
-environment steps, with a shaded band of +- one standard deviation over seeds (numpy's
-population std, ddof=0; the band is zero where a single seed has data). A seed that was run
-several times counts once, with its newest run.
+Two steps, so that anyone can redraw the figures and the table from the committed CSV alone:
 
-For --tag eval/return (the deterministic-policy evaluation return, what the paper reports)
-the paper's numbers are overlaid:
-  - benchmarks/paper_results.csv: returns of MEow and SAC at 100k/200k/300k/500k steps, read
-    off the paper's Figure 3 by eye (about +-10%, mean over 5 seeds); drawn as markers with
-    a +-10% error bar;
-  - benchmarks/paper_final_returns.csv: the final average returns the paper reports for MEow
-    and the step budget they were reached at; drawn as a dotted horizontal line.
+1. --export reads the TensorBoard event files of the given runs (run directories, parent
+   directories searched recursively, or glob patterns), as benchmarks/run_seeds.py writes them:
+   WORKDIR/runs/{env_id}__{exp_name}__{seed}__{unix_time}/. It writes every `eval/return` point
+   (the deterministic policy's mean test return, what the paper reports) to --csv with columns
+   env, seed, step, return, commit; --commit names the code the runs were made with (they all
+   come from one checkout). One experiment per file: the CSV has no exp_name column. A seed that
+   was run several times counts once, with its newest run. The file is replaced only once every
+   run has been read.
 
-It also prints (on stdout, so it can be redirected to a file) a markdown table with our
-mean +- std (n seeds) at each checkpoint next to the paper's numbers. Our value at a
-checkpoint is each seed's last evaluation at or before it, and no more than one evaluation
-interval before it; "–" means the runs did not get there. The "final" column is our last
-evaluation reached by every seed, and the paper's final return with its step budget.
+2. Without --export it reads --csv and, per environment, writes OUT_DIR/{env}_eval_return.png:
+   the mean over seeds with a band of +-1 std (none where one seed has data), each seed as a
+   thin line, and the paper's MEow and SAC curves as dashed lines, up to our last step. It prints
+   on stdout a Markdown table: each seed and the mean +- std over seeds at each of --steps, next
+   to the paper's MEow and SAC at the same steps. A cell is the evaluation logged at exactly that
+   step ("–": none there; "(n=2)": only that many seeds got there). The std is the sample std
+   over seeds (ddof=1).
 
-With --every STEPS it also prints, after that table, each seed's value every STEPS steps (same rule
-as above), for reports that list every seed.
+The paper's curves, benchmarks/paper_results.csv (environment, algorithm, step, return), are
+Figure 3 of Chao et al., "Maximum Entropy Reinforcement Learning via Energy-Based Normalizing
+Flow" (NeurIPS 2024), every 50k steps to 1M for the five MuJoCo tasks, read by pixel from the
+authors' published figure images. Each is the authors' smoothed mean over 5 seeds; the reading
+error is about +-3% of the plot's y range. An empty return is a point where another curve hides
+the line: the figure draws the line straight across it, the table says "hidden". These are
+curves of 5-seed means: compare them with means over several seeds, not with a single run.
+Beside it, benchmarks/paper_final_returns.csv holds the final returns the paper reports (after
+1.5M to 5M steps, 0.5M to 1M on Isaac Gym); they are far beyond our runs and not drawn.
 
 Example:
-    python benchmarks/plot.py runs/ --out-dir docs/
-    python benchmarks/plot.py runs/ --out-dir docs/ --every 50k
+    python benchmarks/plot.py --export ../repro/runs --commit abc1234 --csv benchmarks/results/mujoco_300k.csv
+    python benchmarks/plot.py --csv benchmarks/results/mujoco_300k.csv --out-dir docs
+    python benchmarks/plot.py --steps 50k 100k 150k 200k 250k 300k   # every seed every 50k
 """
 import argparse
 import collections
 import csv
 import glob
+import math
 import os
 import re
 import sys
@@ -46,11 +52,11 @@ import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PAPER_CHECKPOINTS_CSV = os.path.join(HERE, "paper_results.csv")
-PAPER_FINAL_CSV = os.path.join(HERE, "paper_final_returns.csv")
-PAPER_TAG = "eval/return"
+PAPER_CSV = os.path.join(HERE, "paper_results.csv")
+COLUMNS = ["env", "seed", "step", "return", "commit"]
+TAG = "eval/return"
 RUN_NAME = re.compile(r"^(?P<env_id>.+?)__(?P<exp_name>.+)__(?P<seed>-?\d+)__(?P<time>\d+)$")
-PAPER_ERROR = 0.1  # the Figure 3 numbers were read by eye
+PAPER_COLORS = {"MEow": "deepskyblue", "SAC": "orange"}  # the paper's own colours
 
 Run = collections.namedtuple("Run", ["env_id", "exp_name", "seed", "time", "path"])
 
@@ -67,7 +73,13 @@ def warn(message):
 def parse_steps(text):
     """'100k' -> 100000, '1.5M' -> 1500000, '600' -> 600."""
     scale = {"k": 1_000, "M": 1_000_000}.get(text[-1:], 1)
-    return int(round(float(text[:-1] if scale > 1 else text) * scale))
+    try:
+        steps = float(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        steps = 0.0
+    if not (steps >= 1 and steps.is_integer()):
+        fail("--steps takes positive step counts such as 100000 or 100k (got %r)" % text)
+    return int(steps)
 
 
 def format_steps(steps):
@@ -75,6 +87,9 @@ def format_steps(steps):
         if steps >= scale and steps % (scale // 10) == 0:
             return ("%g" % (steps / scale)) + suffix
     return str(steps)
+
+
+# --- export: TensorBoard runs -> CSV
 
 
 def find_run_dirs(patterns):
@@ -93,197 +108,189 @@ def find_run_dirs(patterns):
     return sorted(found)
 
 
-def parse_runs(run_dirs):
-    """Runs grouped by (env_id, exp_name), one per seed: the newest when a seed was run again."""
-    groups = collections.defaultdict(dict)
+def newest_runs(run_dirs):
+    """{(env_id, seed): run}, the newest run when a seed was run again."""
+    parsed = []
     for path in run_dirs:
         match = RUN_NAME.match(os.path.basename(path))
-        if not match:
+        if match:
+            parsed.append(Run(match["env_id"], match["exp_name"], int(match["seed"]), int(match["time"]), path))
+        else:
             warn("skipping %s: its name is not {env_id}__{exp_name}__{seed}__{time}" % path)
-            continue
-        run = Run(match["env_id"], match["exp_name"], int(match["seed"]), int(match["time"]), path)
-        seeds = groups[run.env_id, run.exp_name]
-        if run.seed in seeds:
-            older, newer = sorted([seeds[run.seed], run], key=lambda r: r.time)
-            warn("%s and %s have the same seed; using the newer one" % (older.path, newer.path))
-            run = newer
-        seeds[run.seed] = run
-    if not groups:
+    if not parsed:
         fail("no run directory has a name of the form {env_id}__{exp_name}__{seed}__{time}")
-    return groups
+    experiments = sorted({run.exp_name for run in parsed})
+    if len(experiments) > 1:
+        fail("runs of several experiments (%s): export one at a time, e.g. with a pattern 'runs/*__NAME__*'" % ", ".join(experiments))
+    runs = {}
+    for run in sorted(parsed, key=lambda r: r.time):
+        key = run.env_id, run.seed
+        if key in runs:
+            warn("%s and %s have the same seed; using the newer one" % (runs[key].path, run.path))
+        runs[key] = run
+    return runs
 
 
-def read_scalar(path, tag):
-    """(steps, values) of one tag, sorted by step; a step logged twice keeps its last value."""
+def read_evals(path):
+    """[(step, return)] sorted by step; a step logged twice (a resumed run) keeps its last value."""
     accumulator = EventAccumulator(path, size_guidance={"scalars": 0})  # 0: keep every point
     accumulator.Reload()
-    if tag not in accumulator.Tags()["scalars"]:
-        return np.array([], dtype=int), np.array([])
-    by_step = {event.step: event.value for event in accumulator.Scalars(tag)}
-    steps = np.array(sorted(by_step), dtype=int)
-    return steps, np.array([by_step[s] for s in steps])
+    if TAG not in accumulator.Tags()["scalars"]:
+        return []
+    return sorted({event.step: event.value for event in accumulator.Scalars(TAG)}.items())
 
 
-def value_at(steps, values, checkpoint):
-    """The last value at or before checkpoint, if it is less than one logging interval before it."""
-    i = np.searchsorted(steps, checkpoint, side="right") - 1
-    if i < 0:
-        return None
-    interval = steps[1] - steps[0] if len(steps) > 1 else steps[0]
-    return values[i] if checkpoint - steps[i] < interval else None
+def export(patterns, commit, csv_path):
+    rows = []
+    for (env_id, seed), run in sorted(newest_runs(find_run_dirs(patterns)).items()):
+        evals = read_evals(run.path)
+        if not evals:
+            warn("skipping %s: no %r scalar in it (yet)" % (run.path, TAG))
+            continue
+        # TensorBoard keeps float32: its shortest repr is exact and short
+        rows += [(env_id, seed, step, str(np.float32(value)), commit) for step, value in evals]
+        last_step, last_value = evals[-1]
+        print("%s seed %d: %d evaluations, last at %s: %.0f" % (env_id, seed, len(evals), format_steps(last_step), last_value))
+    if not rows:
+        fail("none of the runs has a %r scalar" % TAG)
+    os.makedirs(os.path.dirname(csv_path) or ".", exist_ok=True)
+    with open(csv_path + ".tmp", "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)
+    os.replace(csv_path + ".tmp", csv_path)  # never a half-written file in its place
+    print("wrote %d rows to %s" % (len(rows), csv_path), file=sys.stderr)
+
+
+# --- plot and table: CSV -> figures and Markdown
+
+
+def read_results(csv_path):
+    """{env: {seed: {step: return}}} and {env: set of commits}."""
+    if not os.path.isfile(csv_path):
+        fail("no such file: %s (write it with --export)" % csv_path)
+    results = collections.defaultdict(lambda: collections.defaultdict(dict))
+    commits = collections.defaultdict(set)
+    with open(csv_path, newline="") as f:
+        reader = csv.reader(f)
+        if next(reader, None) != COLUMNS:
+            fail("%s: the first line must be %s" % (csv_path, ",".join(COLUMNS)))
+        for line, row in enumerate(reader, start=2):
+            try:
+                env_id, seed, step, value, commit = row
+                seed, step, value = int(seed), int(step), float(value)
+            except ValueError:
+                fail("%s line %d: expected env,seed,step,return,commit (got %r)" % (csv_path, line, ",".join(row)))
+            if not math.isfinite(value):
+                fail("%s line %d: the return must be a finite number (got %r)" % (csv_path, line, row[3]))
+            if step in results[env_id][seed]:
+                fail("%s line %d: %s seed %d has step %d twice" % (csv_path, line, env_id, seed, step))
+            results[env_id][seed][step] = value
+            commits[env_id].add(commit)
+    if not results:
+        fail("%s has no rows" % csv_path)
+    return results, commits
+
+
+def read_paper():
+    """{env: {algorithm: {step: return}}}; nan where another curve hides the line in the figure."""
+    paper = collections.defaultdict(dict)
+    with open(PAPER_CSV, newline="") as f:
+        for row in csv.DictReader(f):
+            value = float(row["return"]) if row["return"] else math.nan
+            paper[row["environment"]].setdefault(row["algorithm"], {})[int(row["step"])] = value
+    return paper
 
 
 def mean_std(values):
-    values = np.asarray(values, dtype=float)
-    return values.mean(), values.std()
+    return np.mean(values), (np.std(values, ddof=1) if len(values) > 1 else 0.0)
 
 
-def curve(series):
-    """Mean and std over the seeds at every step any seed logged (seeds may stop at different steps)."""
-    by_step = collections.defaultdict(list)
-    for steps, values in series:
-        for s, v in zip(steps, values):
-            by_step[s].append(v)
-    steps = np.array(sorted(by_step))
-    stats = np.array([mean_std(by_step[s]) for s in steps])
-    return steps, stats[:, 0], stats[:, 1]
-
-
-def load_paper():
-    """({env: [(algorithm, values)]}, [(label, steps)]) from Figure 3, and {env: (algorithm, steps, return)}."""
-    with open(PAPER_CHECKPOINTS_CSV, newline="") as f:
-        rows = list(csv.reader(f))
-    checkpoints = [(label, parse_steps(label)) for label in rows[0][2:]]
-    curves = collections.defaultdict(list)
-    for env_id, algorithm, *values in rows[1:]:
-        curves[env_id].append((algorithm, [float(v) for v in values]))
-    with open(PAPER_FINAL_CSV, newline="") as f:
-        final = {row["environment"]: (row["algorithm"], int(row["steps"]), float(row["return"])) for row in csv.DictReader(f)}
-    return curves, checkpoints, final
-
-
-def plot_env(env_id, groups, tag, paper, out_dir):
-    curves, checkpoints, final = paper
+def plot_env(env_id, seeds, commits, paper_curves, out_dir):
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for exp_name, series in groups:
-        steps, mean, std = curve(series)
-        line = ax.plot(steps, mean, label="%s (mean ± std, %d seeds)" % (exp_name, len(series)))[0]
-        ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
-    if tag == PAPER_TAG:
-        x = [steps for _, steps in checkpoints]
-        for (algorithm, values), marker in zip(curves.get(env_id, []), "*sD^v"):
-            y = np.array(values)
-            # hollow, so that equal numbers of two algorithms stay visible on top of each other
-            ax.errorbar(x, y, yerr=PAPER_ERROR * y, fmt=marker, markersize=10, mfc="none", mew=1.5, capsize=3, label="paper %s (Fig. 3, ±10%%)" % algorithm)
-        if env_id in final:
-            algorithm, steps, value = final[env_id]
-            ax.axhline(value, color="gray", linestyle=":", label="paper %s final: %.0f at %s steps" % (algorithm, value, format_steps(steps)))
+    for seed, evals in sorted(seeds.items()):
+        ax.plot(*zip(*sorted(evals.items())), color="black", linewidth=0.6, alpha=0.4, label="ours, each seed" if seed == min(seeds) else None)
+    by_step = collections.defaultdict(list)
+    for evals in seeds.values():
+        for step, value in evals.items():
+            by_step[step].append(value)
+    steps = sorted(by_step)
+    mean, std = np.array([mean_std(by_step[s]) for s in steps]).T
+    ax.plot(steps, mean, color="black", linewidth=2, label="ours @ %s: mean ± std over seeds %s" % (", ".join(sorted(commits)), ", ".join(map(str, sorted(seeds)))))
+    ax.fill_between(steps, mean - std, mean + std, color="black", alpha=0.15, linewidth=0)
+    for algorithm, curve in paper_curves.items():
+        visible = [(s, v) for s, v in sorted(curve.items()) if not math.isnan(v)]
+        # up to the first point at or past our last step (not all 1M steps: they would squeeze our
+        # curves), so that the line reaches the edge even where it is hidden in the paper's figure
+        end = next((i for i, (s, _) in enumerate(visible) if s >= steps[-1]), len(visible) - 1)
+        if steps[-1] >= visible[0][0]:
+            ax.plot(*zip(*visible[:end + 1]), color=PAPER_COLORS.get(algorithm), linestyle="--", linewidth=1.8, label="paper %s (Fig. 3, mean of 5 seeds)" % algorithm)
     ax.set_title(env_id)
     ax.set_xlabel("environment steps")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_steps(int(x))))
-    ax.set_ylabel(tag)
+    ax.set_xlim(0, steps[-1])
+    ax.set_ylabel("evaluation return (deterministic policy)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = os.path.join(out_dir, "%s_%s.png" % (env_id, re.sub(r"[^A-Za-z0-9.-]+", "_", tag)))
+    path = os.path.join(out_dir, "%s_eval_return.png" % env_id)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
-def values_at(series, checkpoint):
-    """Each seed's value at checkpoint, leaving out the seeds that did not get there."""
-    values = (value_at(steps, values, checkpoint) for steps, values in series)
-    return [v for v in values if v is not None]
-
-
-def format_ours(values):
+def mean_cell(values, n_seeds):
     if not values:
         return "–"
     mean, std = mean_std(values)
-    return "%.1f ± %.1f (n=%d)" % (mean, std, len(values))
+    cell = "%.0f ± %.0f" % (mean, std) if len(values) > 1 else "%.0f" % mean
+    return cell if len(values) == n_seeds else "%s (n=%d)" % (cell, len(values))
 
 
-def table(by_env, tag, paper):
-    curves, checkpoints, final = paper
-    show_paper = tag == PAPER_TAG
-    header = ["environment", "source"] + [label for label, _ in checkpoints] + ["final"]
+def paper_cell(curve, step):
+    if step not in curve:
+        return "–"
+    return "hidden" if math.isnan(curve[step]) else "%.0f" % curve[step]
+
+
+def table(results, paper, checkpoints):
+    header = ["environment", "source"] + [format_steps(c) for c in checkpoints]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for env_id, groups in sorted(by_env.items()):
-        for exp_name, series in groups:
-            cells = [format_ours(values_at(series, step)) for _, step in checkpoints]
-            last_common = min(steps[-1] for steps, _ in series)
-            cells.append("%s at %s" % (format_ours(values_at(series, last_common)), format_steps(last_common)))
-            lines.append("| %s | ours: %s | %s |" % (env_id, exp_name, " | ".join(cells)))
-        if not show_paper:
-            continue
-        for algorithm, values in curves.get(env_id, []):
-            cells = ["%.0f" % v for v in values]
-            fin = final.get(env_id)
-            cells.append("%.2f at %s" % (fin[2], format_steps(fin[1])) if fin and fin[0] == algorithm else "–")
-            lines.append("| %s | paper %s | %s |" % (env_id, algorithm, " | ".join(cells)))
-        if env_id in final and env_id not in curves:
-            algorithm, steps, value = final[env_id]
-            cells = ["–"] * len(checkpoints) + ["%.2f at %s" % (value, format_steps(steps))]
-            lines.append("| %s | paper %s | %s |" % (env_id, algorithm, " | ".join(cells)))
-    return "\n".join(lines)
-
-
-def seed_table(by_env, seeds_of, every):
-    """Each seed's value at every multiple of `every` up to the last step any seed logged."""
-    last = max(steps[-1] for groups in by_env.values() for _, series in groups for steps, _ in series)
-    checkpoints = list(range(every, last + 1, every))
-    lines = ["| environment | seed | " + " | ".join(format_steps(c) for c in checkpoints) + " |", "|" + "---|" * (len(checkpoints) + 2)]
-    for env_id, groups in sorted(by_env.items()):
-        for exp_name, series in groups:
-            for seed, (steps, values) in sorted(zip(seeds_of[env_id, exp_name], series), key=lambda item: item[0]):
-                cells = [value_at(steps, values, c) for c in checkpoints]
-                lines.append("| %s | %s %d | %s |" % (env_id, exp_name, seed, " | ".join("–" if v is None else "%.0f" % v for v in cells)))
+    row = lambda env_id, source, cells: lines.append("| %s | %s | %s |" % (env_id, source, " | ".join(cells)))
+    for env_id, seeds in sorted(results.items()):
+        for seed, evals in sorted(seeds.items()):
+            row(env_id, "ours, seed %d" % seed, ["%.0f" % evals[c] if c in evals else "–" for c in checkpoints])
+        reached = [[evals[c] for evals in seeds.values() if c in evals] for c in checkpoints]
+        row(env_id, "ours, mean ± std", [mean_cell(values, len(seeds)) for values in reached])
+        for algorithm, curve in paper.get(env_id, {}).items():
+            row(env_id, "paper %s (Fig. 3)" % algorithm, [paper_cell(curve, c) for c in checkpoints])
     return "\n".join(lines)
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description="Plot MEow learning curves against the paper and print a comparison table.")
-    parser.add_argument("runs", nargs="*", default=["runs"], help="run directories, parent directories or glob patterns (default: runs)")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.error = fail  # one line on stderr, exit code 2, as for every other bad input
+    parser.add_argument("--export", nargs="+", metavar="RUNS", help="write --csv from these run directories, parent directories or glob patterns")
+    parser.add_argument("--commit", help="with --export: the commit the runs were made with (e.g. abc1234)")
+    parser.add_argument("--csv", default="benchmarks/results/mujoco_300k.csv", help="the results CSV: written by --export, read otherwise (default: %(default)s)")
     parser.add_argument("--out-dir", default="docs", help="where the PNGs go (default: %(default)s)")
-    parser.add_argument("--tag", default=PAPER_TAG, help="TensorBoard scalar to plot (default: %(default)s)")
-    parser.add_argument("--every", help="also print each seed's value every this many steps (e.g. 50k)")
+    parser.add_argument("--steps", nargs="+", default=["100k", "200k", "300k"], help="the table's columns (default: 100k 200k 300k)")
     args = parser.parse_args(argv)
-    every = None
-    if args.every is not None:
-        try:
-            every = parse_steps(args.every)
-        except ValueError:
-            every = 0
-        if every < 1:
-            fail("--every takes a positive step count such as 50000 or 50k (got %r)" % args.every)
 
-    groups = parse_runs(find_run_dirs(args.runs))
-    by_env = collections.defaultdict(list)  # env_id -> [(exp_name, [(steps, values) per seed])]
-    seeds_of = {}  # (env_id, exp_name) -> the seed of each series, in order
-    for (env_id, exp_name), seeds in sorted(groups.items()):
-        series = []
-        seeds_of[env_id, exp_name] = []
-        for run in seeds.values():
-            steps, values = read_scalar(run.path, args.tag)
-            if len(steps):
-                series.append((steps, values))
-                seeds_of[env_id, exp_name].append(run.seed)
-            else:
-                warn("skipping %s: no %r scalar in it (yet)" % (run.path, args.tag))
-        if series:
-            by_env[env_id].append((exp_name, series))
-    if not by_env:
-        fail("none of the runs has a %r scalar" % args.tag)
-
-    paper = load_paper()
+    if args.export:
+        if not re.fullmatch(r"[0-9a-f]{7,40}", args.commit or ""):
+            fail("--export needs --commit with the runs' commit hash, 7 to 40 hex digits (got %r)" % args.commit)
+        export(args.export, args.commit, args.csv)
+        return 0
+    if args.commit:
+        fail("--commit goes with --export (plotting takes the commit from the CSV)")
+    checkpoints = [parse_steps(text) for text in args.steps]
+    results, commits = read_results(args.csv)
+    paper = read_paper()
     os.makedirs(args.out_dir, exist_ok=True)
-    for env_id, env_groups in sorted(by_env.items()):
-        print("wrote %s" % plot_env(env_id, env_groups, args.tag, paper, args.out_dir), file=sys.stderr)
-    print(table(by_env, args.tag, paper))
-    if every:
-        print("\nEach seed's %s:\n" % args.tag)
-        print(seed_table(by_env, seeds_of, every))
+    for env_id, seeds in sorted(results.items()):
+        print("wrote %s" % plot_env(env_id, seeds, commits[env_id], paper.get(env_id, {}), args.out_dir), file=sys.stderr)
+    print(table(results, paper, checkpoints))
     return 0
 
 

@@ -1,7 +1,9 @@
 """End-to-end tests of the benchmarks/ tools on tiny real runs (speed is printed by the speed benchmarks, never asserted).
 
-Every tool runs as a subprocess in a temporary directory, so nothing is written to the repository.
+Every tool runs as a subprocess in a temporary directory, so nothing is written to the repository;
+plot.py's many bad-input cases run in-process (a subprocess each would take a second).
 """
+import csv
 import os
 import struct
 import subprocess
@@ -14,6 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS = os.path.join(ROOT, "benchmarks")
+sys.path.insert(0, BENCHMARKS)
+import plot  # noqa: E402  (benchmarks/ is not a package)
 # a few hundred steps: two evaluations (at 200 and 400), and some updates after learning starts
 TINY = ["--total-timesteps", "400", "--learning-starts", "200", "--eval-frequency", "200", "--eval-episodes", "1", "--batch-size", "32", "--buffer-size", "1000"]
 # one thread per run: on a loaded 2-core machine torch's spin-waiting threads make tiny runs ~10x slower
@@ -59,43 +63,115 @@ def test_run_seeds_trains_every_seed(tiny_runs):
         assert "--seed %d" % seed in log and "step 400/400" in log
 
 
-def test_plot_writes_png_and_compares_with_paper(tiny_runs):
-    workdir, _ = tiny_runs
-    result = run_tool("plot.py", ["runs", "--out-dir", "figs"], workdir)
-    assert result.returncode == 0, result.stderr
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
 
-    png = (workdir / "figs" / "Hopper-v4_eval_return.png").read_bytes()
+
+def assert_png(path):
+    png = path.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", png[16:24]) == (840, 540)  # IHDR: 7 x 4.5 inches at 120 dpi
     assert len(png) > 10_000  # curves and legend, not an empty canvas
 
-    header, rows = markdown_rows(result.stdout)
-    assert header == ["environment", "source", "100k", "200k", "300k", "500k", "final"]
-    by_source = {row["source"]: row for row in rows}
-    assert {row["environment"] for row in rows} == {"Hopper-v4"}
-    assert by_source["paper MEow"]["100k"] == "700"
-    assert by_source["paper MEow"]["500k"] == "3350"
-    assert by_source["paper MEow"]["final"] == "3332.99 at 1.5M"
-    assert by_source["paper SAC"]["200k"] == "1600"
 
-    ours = by_source["ours: meow_continuous_action"]
-    assert ours["100k"] == ours["500k"] == "–"  # 400-step runs reach no checkpoint
-    final = [evals(workdir / "runs" / name)[400] for name in os.listdir(workdir / "runs")]
-    assert ours["final"] == "%.1f ± %.1f (n=2) at 400" % (np.mean(final), np.std(final))
-
-
-def test_plot_lists_every_seed_every_n_steps(tiny_runs):
+def test_export_then_plot_the_runs_of_run_seeds(tiny_runs):
     workdir, _ = tiny_runs
-    result = run_tool("plot.py", ["runs", "--out-dir", "figs", "--every", "200"], workdir)
+    result = run_tool("plot.py", ["--export", "runs", "--commit", "abc1234", "--csv", "results/tiny.csv"], workdir)
     assert result.returncode == 0, result.stderr
-    table = result.stdout.split("Each seed's eval/return:")[1]
-    header, rows = markdown_rows(table)
-    assert header == ["environment", "seed", "200", "400"]
-    for name in os.listdir(workdir / "runs"):
-        seed = int(name.split("__")[2])
-        (row,) = [r for r in rows if r["seed"] == "meow_continuous_action %d" % seed]
-        expected = evals(workdir / "runs" / name)
-        assert [row["200"], row["400"]] == ["%.0f" % expected[200], "%.0f" % expected[400]]
+    expected = [["env", "seed", "step", "return", "commit"]]
+    for seed in (1, 2):
+        (name,) = [n for n in os.listdir(workdir / "runs") if n.split("__")[2] == str(seed)]
+        expected += [["Hopper-v4", str(seed), str(step), str(np.float32(value)), "abc1234"] for step, value in sorted(evals(workdir / "runs" / name).items())]
+    assert read_csv(workdir / "results" / "tiny.csv") == expected
+    assert len(expected) == 5  # two seeds, evaluated at 200 and 400
+
+    result = run_tool("plot.py", ["--csv", "results/tiny.csv", "--out-dir", "figs", "--steps", "200", "400"], workdir)
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(workdir / "figs") == ["Hopper-v4_eval_return.png"]
+    assert_png(workdir / "figs" / "Hopper-v4_eval_return.png")
+    header, rows = markdown_rows(result.stdout)
+    assert header == ["environment", "source", "200", "400"]
+    for seed in (1, 2):
+        (row,) = [r for r in rows if r["source"] == "ours, seed %d" % seed]
+        assert [row["200"], row["400"]] == ["%.0f" % float(r[3]) for r in expected if r[1] == str(seed)]
+    assert [r["200"] for r in rows if r["source"].startswith("paper")] == ["–", "–"]  # the paper's curves start at 50k
+
+
+def test_export_reads_the_newest_run_of_each_seed(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    def write_run(name, points):
+        writer = SummaryWriter(str(tmp_path / "runs" / name))
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n|seed|1|")
+        for step, value in points:
+            writer.add_scalar("eval/return", value, step)
+            writer.add_scalar("charts/episodic_return", -1.0, step)  # another tag, not exported
+        writer.close()
+
+    write_run("Hopper-v4__meow__2__100", [(10000, 999.0)])  # seed 2 run again later: this one is left out
+    write_run("Hopper-v4__meow__2__200", [(10000, 250.25), (20000, 700.5)])
+    # a resumed run logs the steps since its checkpoint again: the last value counts
+    write_run("Hopper-v4__meow__1__300", [(10000, 100.0), (20000, 1.0), (20000, 512.125), (30000, 1234.5678)])
+    write_run("Walker2d-v4__meow__1__300", [(10000, -3.5)])
+    result = run_tool("plot.py", ["--export", "runs/*", "--commit", "0123abcd", "--csv", "out.csv"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "same seed; using the newer one" in result.stderr
+    assert "Hopper-v4 seed 1: 3 evaluations, last at 30k: 1235" in result.stdout
+    assert read_csv(tmp_path / "out.csv") == [
+        ["env", "seed", "step", "return", "commit"],
+        ["Hopper-v4", "1", "10000", "100.0", "0123abcd"],
+        ["Hopper-v4", "1", "20000", "512.125", "0123abcd"],
+        ["Hopper-v4", "1", "30000", "1234.5677", "0123abcd"],  # float32, as TensorBoard stores it
+        ["Hopper-v4", "2", "10000", "250.25", "0123abcd"],
+        ["Hopper-v4", "2", "20000", "700.5", "0123abcd"],
+        ["Walker2d-v4", "1", "10000", "-3.5", "0123abcd"],
+    ]
+
+    # runs of two experiments cannot share one CSV (it has no experiment column): the old file stays
+    write_run("Hopper-v4__sac__3__400", [(10000, 1.0)])
+    before = (tmp_path / "out.csv").read_bytes()
+    result = run_tool("plot.py", ["--export", "runs", "--commit", "0123abcd", "--csv", "out.csv"], tmp_path)
+    assert result.returncode == 2 and result.stderr == "error: runs of several experiments (meow, sac): export one at a time, e.g. with a pattern 'runs/*__NAME__*'\n"
+    assert (tmp_path / "out.csv").read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["out.csv", "runs"]
+
+
+def test_plot_rebuilds_table_and_figures_from_the_csv_alone(tmp_path):
+    result = run_tool("plot.py", ["--csv", os.path.join(ROOT, "tests", "data", "results_2envs_2seeds.csv"), "--out-dir", "figs"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, rows = markdown_rows(result.stdout)
+    assert header == ["environment", "source", "100k", "200k", "300k"]
+    table = [[row[column] for column in header] for row in rows]
+    # the means and sample stds (ddof=1: |a - b| / sqrt(2) for two seeds) worked out by hand
+    assert table == [
+        ["HalfCheetah-v4", "ours, seed 1", "5413", "6500", "7250"],
+        ["HalfCheetah-v4", "ours, seed 2", "5101", "6310", "–"],
+        # (5412.7 + 5101.1) / 2 = 5256.9, 311.6 / 1.4142 = 220.3; 6405, 190 / 1.4142 = 134.4; seed 2 stopped at 200k
+        ["HalfCheetah-v4", "ours, mean ± std", "5257 ± 220", "6405 ± 134", "7250 (n=1)"],
+        ["HalfCheetah-v4", "paper MEow (Fig. 3)", "5982", "7500", "8559"],
+        ["HalfCheetah-v4", "paper SAC (Fig. 3)", "4818", "7112", "8100"],
+        ["Walker2d-v4", "ours, seed 1", "812", "1491", "2400"],
+        ["Walker2d-v4", "ours, seed 2", "640", "1103", "2050"],
+        # 726.3, 172.2 / 1.4142 = 121.8; 1296.95, 387.3 / 1.4142 = 273.9; 2225, 350 / 1.4142 = 247.5
+        ["Walker2d-v4", "ours, mean ± std", "726 ± 122", "1297 ± 274", "2225 ± 247"],
+        # where another curve hides the line in the paper's figure, there is no number to give
+        ["Walker2d-v4", "paper MEow (Fig. 3)", "hidden", "1256", "hidden"],
+        ["Walker2d-v4", "paper SAC (Fig. 3)", "hidden", "776", "2273"],
+    ]
+    assert sorted(os.listdir(tmp_path / "figs")) == ["HalfCheetah-v4_eval_return.png", "Walker2d-v4_eval_return.png"]
+    for name in os.listdir(tmp_path / "figs"):
+        assert_png(tmp_path / "figs" / name)
+
+    result = run_tool("plot.py", ["--csv", os.path.join(ROOT, "tests", "data", "results_2envs_2seeds.csv"), "--out-dir", "figs", "--steps", "50k", "1M"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, rows = markdown_rows(result.stdout)
+    assert header == ["environment", "source", "50k", "1M"]
+    by_source = {(row["environment"], row["source"]): [row["50k"], row["1M"]] for row in rows}
+    assert by_source["Walker2d-v4", "ours, mean ± std"] == ["302 (n=1)", "–"]
+    assert by_source["HalfCheetah-v4", "ours, seed 1"] == ["–", "–"]
+    assert by_source["Walker2d-v4", "paper MEow (Fig. 3)"] == ["332", "4814"]
+    assert by_source["HalfCheetah-v4", "paper SAC (Fig. 3)"] == ["1959", "10994"]
 
 
 def test_run_seeds_resumes_cut_off_jobs_and_skips_finished_ones(tmp_path):
@@ -130,9 +206,36 @@ def test_bad_input_gives_one_line_error(tmp_path):
     assert result.returncode == 2 and result.stderr.startswith("error: unknown script 'no_such_script.py'")
     assert len(result.stderr.splitlines()) == 1
 
-    result = run_tool("plot.py", [str(tmp_path)], tmp_path)
-    assert result.returncode == 2 and result.stderr.startswith("error: no runs found")
-    assert len(result.stderr.splitlines()) == 1
+
+def test_plot_bad_input_gives_one_line_error_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    bad = tmp_path / "bad.csv"
+    cases = [
+        (["--export", str(tmp_path), "--commit", "abc1234", "--csv", "out.csv"], "error: no runs found"),
+        (["--export", "no_such_dir", "--commit", "abc1234", "--csv", "out.csv"], "error: no such run directory or pattern: no_such_dir"),
+        (["--export", str(tmp_path), "--csv", "out.csv"], "error: --export needs --commit"),
+        (["--export", str(tmp_path), "--commit", "HEAD", "--csv", "out.csv"], "error: --export needs --commit"),
+        (["--commit", "abc1234", "--csv", str(bad)], "error: --commit goes with --export"),
+        (["--csv", "missing.csv"], "error: no such file: missing.csv"),
+        (["--csv", str(bad), "--steps", "10x"], "error: --steps takes positive step counts"),
+        (["--csv", str(bad), "--no-such-flag"], "error: unrecognized arguments: --no-such-flag"),
+    ]
+    bad_rows = [
+        ("env,seed,step,return\n", "the first line must be env,seed,step,return,commit"),
+        ("env,seed,step,return,commit\nHopper-v4,1,10k,5.0,abc1234\n", "line 2: expected env,seed,step,return,commit"),
+        ("env,seed,step,return,commit\nHopper-v4,1,10000,nan,abc1234\n", "line 2: the return must be a finite number"),
+        ("env,seed,step,return,commit\nHopper-v4,1,10000,5.0,abc1234\nHopper-v4,1,10000,6.0,abc1234\n", "line 3: Hopper-v4 seed 1 has step 10000 twice"),
+        ("env,seed,step,return,commit\n", "has no rows"),
+    ]
+    cases += [(["--csv", str(bad), "--out-dir", "figs"], text, content) for content, text in bad_rows]
+    monkeypatch.chdir(tmp_path)
+    for args, message, *content in cases:
+        bad.write_text(content[0] if content else bad_rows[0][0])
+        with pytest.raises(SystemExit) as exit:
+            plot.main(args)
+        out, err = capsys.readouterr()
+        assert exit.value.code == 2 and message in err and err.startswith("error: "), (args, err)
+        assert len(err.splitlines()) == 1 and out == "", args
+        assert sorted(os.listdir(tmp_path)) == ["bad.csv"], args
 
 
 def test_tune_runs_trials_into_sqlite_study(tmp_path):

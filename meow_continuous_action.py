@@ -231,8 +231,9 @@ class FlowPolicy(nn.Module):
         """Soft Q (E3) and soft V (E4), [B, 2] each, one column per reward shift b_k(s); Q_k - V_k = alpha * log pi.
 
         The two shifts cancel in pi; with the min over them in the target (E5) they are MEow's clipped
-        double Q, in one network. By default one pass through the couplings serves both columns (the shifts depend on s only);
-        with separate_q_masks each column gets its own pass and dropout masks, as in the authors' code.
+        double Q, in one network. By default one pass through the couplings serves both columns (the
+        shifts depend on s only); with separate_q_masks each column gets its own pass and dropout
+        masks, as in the authors' code.
         """
         if self.q_passes == 2:
             energy, log_z = self.energy_and_normaliser(obs.repeat(2, 1), actions.repeat(2, 1))
@@ -263,7 +264,6 @@ def meow_loss(policy, target_policy, batch, gamma):
     y = soft_bellman_target(target_policy, batch.rewards, batch.next_obs, batch.terminated, gamma)
     q, _ = policy.q_and_v(batch.obs, batch.actions)
     return F.mse_loss(q, y[:, None].expand_as(q))
-
 
 
 def make_update(policy, target_policy, lr, gamma, tau, max_grad_norm, compile=False):
@@ -516,17 +516,8 @@ def main(args):
 
 
 # ================================================================ support code (not the method)
-# Flag checks, threads and compiling, the run's writer, checkpoints and RNG state, console output.
-# meow_isaacgym.py holds its own copy of what it needs of this section.
-
-
-class ConfigError(ValueError):
-    """Bad user input: reported as one line on stderr, before anything is written."""
-
-
-def fail(message, code=2):
-    print("error: %s" % message, file=sys.stderr)
-    sys.exit(code)
+# Flag checks, the env's own checks, checkpoints, console output; what both scripts need is in the
+# shared support block below, the same text as in meow_isaacgym.py.
 
 
 def resolve_defaults(args):
@@ -542,26 +533,6 @@ def resolve_defaults(args):
     for key, value in taken:
         setattr(args, key, value)
     return "defaults: %s: %s" % (row, ", ".join("%s=%s" % kv for kv in taken)) if taken else None
-
-
-def validate_algorithm_args(args):
-    """Raise ConfigError for hyper-parameters of the MEow update that cannot train."""
-    for field in fields(args):
-        value = getattr(args, field.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError("--%s must be a finite number (got %s)" % (field.name.replace("_", "-"), value))
-    if args.alpha <= 0:
-        raise ConfigError("--alpha must be > 0 (got %g)" % args.alpha)
-    if args.sigma_min >= args.sigma_max:
-        raise ConfigError("--sigma-min must be < --sigma-max (got %g >= %g)" % (args.sigma_min, args.sigma_max))
-    if not 0 < args.tau <= 1:
-        raise ConfigError("--tau must be in (0, 1] (got %g)" % args.tau)
-    if not 0 <= args.gamma <= 1:
-        raise ConfigError("--gamma must be in [0, 1] (got %g)" % args.gamma)
-    if args.learning_rate <= 0 or args.max_grad_norm <= 0:
-        raise ConfigError("--learning-rate and --max-grad-norm must be > 0")
-    if args.torch_threads is not None and args.torch_threads < 1:
-        raise ConfigError("--torch-threads must be >= 1")
 
 
 def validate_args(args):
@@ -638,6 +609,36 @@ def write_video(path, frames, fps):
 
 
 # ---------------------------------------------------------------- shared support (the same text in meow_isaacgym.py)
+# Bad input
+class ConfigError(ValueError):
+    """Bad user input: reported as one line on stderr, before anything is written."""
+
+
+def fail(message, code=2):
+    print("error: %s" % message, file=sys.stderr)
+    sys.exit(code)
+
+
+def validate_algorithm_args(args):
+    """Raise ConfigError for hyper-parameters of the MEow update that cannot train."""
+    for field in fields(args):
+        value = getattr(args, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError("--%s must be a finite number (got %s)" % (field.name.replace("_", "-"), value))
+    if args.alpha <= 0:
+        raise ConfigError("--alpha must be > 0 (got %g)" % args.alpha)
+    if args.sigma_min >= args.sigma_max:
+        raise ConfigError("--sigma-min must be < --sigma-max (got %g >= %g)" % (args.sigma_min, args.sigma_max))
+    if not 0 < args.tau <= 1:
+        raise ConfigError("--tau must be in (0, 1] (got %g)" % args.tau)
+    if not 0 <= args.gamma <= 1:
+        raise ConfigError("--gamma must be in [0, 1] (got %g)" % args.gamma)
+    if args.learning_rate <= 0 or args.max_grad_norm <= 0:
+        raise ConfigError("--learning-rate and --max-grad-norm must be > 0")
+    if args.torch_threads is not None and args.torch_threads < 1:
+        raise ConfigError("--torch-threads must be >= 1")
+
+
 # The update's speed devices
 def flatten_parameters(module):
     """Move every parameter of `module`, and its gradient, into one flat tensor; return that tensor.

@@ -3,7 +3,7 @@
 Each job is `python SCRIPT --env-id ENV --seed SEED [--exp-name NAME] <flags after -->`
 (--env-flag renames --env-id for a script that calls it otherwise: --env-flag=--task), started in
 --workdir, so its TensorBoard run directory lands in WORKDIR/runs/{env}__{exp}__{seed}__{time}/
-(plot it with benchmarks/plot.py WORKDIR/runs). Its stdout and stderr go to
+(benchmarks/plot.py --export WORKDIR/runs --commit COMMIT makes its CSV). Its stdout and stderr go to
 WORKDIR/logs/{env}__{exp}__{seed}.log (overwritten when the same job is run again). With more
 than one job at a time, each gets OMP_NUM_THREADS=1 and MKL_NUM_THREADS=1 (unless exported).
 

@@ -305,7 +305,7 @@ def test_compiled_loss_equals_the_eager_loss_with_fresh_masks_each_call(capsys):
 # ----------------------------------------------------------------------------- the two copies
 SHARED = ["FlowPolicy", "soft_bellman_target", "meow_loss", "make_update", "diagnostics"]
 # the support block both scripts copy (between its banners), every function and constant of it
-SUPPORT = ["flatten_parameters", "make_optimizer", "MAX_DEFAULT_THREADS", "COMPILE_MIN_UPDATES", "default_threads", "seed_everything",
+SUPPORT = ["ConfigError", "fail", "validate_algorithm_args", "flatten_parameters", "make_optimizer", "MAX_DEFAULT_THREADS", "COMPILE_MIN_UPDATES", "default_threads", "seed_everything",
            "compile_enabled", "maybe_compile", "make_writer", "close_writer", "read_and_check", "RecentRate", "format_eta", "rng_state",
            "set_rng_state", "save_checkpoint", "load_checkpoint", "check_resumable", "saved_args", "resumed_args"]
 
@@ -354,3 +354,30 @@ def test_the_two_scripts_hold_the_same_algorithm():
     assert len(results[0]) == len(results[1])
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+def test_separate_q_masks_give_each_column_its_own_dropout_and_nothing_else():
+    """--separate-q-masks (the authors' two passes): the same Q and V without dropout; with dropout the
+    two columns' energies differ (own masks), where one pass gives them the same energy."""
+    meow = meow_continuous_action
+    torch.manual_seed(0)
+    one = meow.FlowPolicy(5, 3, ALPHA, -0.3, -5.0)
+    two = meow.FlowPolicy(5, 3, ALPHA, -0.3, -5.0, separate_q_masks=True)
+    two.load_state_dict(one.state_dict())
+    with torch.no_grad():
+        for p in one.reward_shift.parameters():  # nonzero shifts, so that the columns differ by them
+            p.normal_()
+    two.load_state_dict(one.state_dict())
+    obs, actions = torch.randn(16, 5), torch.rand(16, 3) * 1.8 - 0.9
+    for a, b in zip(one.q_and_v(obs, actions), two.q_and_v(obs, actions)):
+        assert torch.allclose(a, b, atol=1e-4)
+    shift = ALPHA * one.reward_shift(obs)
+    for policy in (one, two):
+        policy.use_dropout(True)
+        with policy.dropout_masks(16 * policy.q_passes):
+            q, v = policy.q_and_v(obs, actions)
+        policy.use_dropout(False)
+        energy = q - shift
+        assert torch.allclose(v - shift, (v - shift)[:, :1].expand_as(v), atol=1e-4)  # log Z: no dropout in the prior
+        same = torch.allclose(energy[:, 0], energy[:, 1], atol=1e-4)
+        assert same == (policy is one)

@@ -1,0 +1,256 @@
+"""The docs stay true: every `python SCRIPT.py ...` command in README.md and docs/*.md is accepted by that
+script's own argument parser (nothing is run), and every image and relative link points at a file.
+
+Commands are taken from fenced code blocks, indented code lines and inline code spans. A shell line is
+split at `&&`, `||`, `;`, `|` and `&`, continuation backslashes are joined, `# comments` and redirections
+are dropped; only segments that start with `python SCRIPT.py` (after `VAR=value` prefixes) are checked,
+so `pip ...`, `python -m pytest ...` and the like are skipped. The parsers:
+  - scripts with a tyro `Args` dataclass (the two training scripts, the examples): tyro.cli(Args, args=argv);
+  - scripts with a `parse_args(argv)` function (run_seeds.py, tune.py): that function, then the part after
+    `--` with the training script's own Args (what the tool passes it, with its own flags);
+  - other argparse scripts: their main(), stopped right after ArgumentParser.parse_args returns.
+Placeholders such as RUNS_DIR or PATH are fine wherever the flag takes a string.
+"""
+import argparse
+import contextlib
+import glob
+import importlib
+import io
+import os
+import re
+import shlex
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+PYTHON_SCRIPT = re.compile(r"\bpython3?\s+[\w./-]+\.py\b")
+ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+SHELL_WORDS = {"do", "then", "else", "time", "nohup", "exec", "command"}
+
+
+# ----------------------------------------------------------------------------- finding the commands
+def shell_segments(line):
+    """Token lists of the simple commands of one shell line (comments and redirections dropped)."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars="&;|")
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    segments, current = [], []
+    for token in lexer:
+        if token.startswith("#"):
+            break
+        if token and set(token) <= set("&;|"):
+            segments.append(current)
+            current = []
+        else:
+            current.append(token)
+    segments.append(current)
+    commands = []
+    for tokens in segments:
+        while tokens and (tokens[0] in SHELL_WORDS or ENV_ASSIGNMENT.match(tokens[0])):
+            tokens = tokens[1:]
+        for i, token in enumerate(tokens):
+            if re.match(r"^\d*[<>]", token):  # a redirection ends the arguments
+                tokens = tokens[:i]
+                break
+        commands.append(tokens)
+    return commands
+
+
+def code_lines(path):
+    """(line number, text) of every piece of a Markdown file that may hold a shell command."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    found, prose = [], []
+    fence, pending, pending_start = None, "", None
+    for number, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if fence is None and re.match(r"^\s*(```|~~~)", line):
+            fence = stripped[:3]
+            continue
+        if fence is not None:
+            if stripped.startswith(fence):
+                fence = None
+                continue
+        elif pending_start is None and (not line.startswith(("    ", "\t")) or "`" in line or not PYTHON_SCRIPT.search(line)):
+            prose.append((number, line))
+            continue
+        # a code line: join backslash continuations
+        if pending_start is None:
+            pending_start = number
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        found.append((pending_start, pending + stripped))
+        pending, pending_start = "", None
+    # inline code spans, which may wrap onto the next line
+    text = "\n".join(line for _, line in prose)
+    numbers = [number for number, _ in prose]
+    for match in re.finditer(r"(`+)(.+?)\1", text, flags=re.S):
+        span = match.group(2).replace("\n", " ").strip()
+        if PYTHON_SCRIPT.search(span):
+            found.append((numbers[text.count("\n", 0, match.start())], span))
+    return found
+
+
+def documented_commands():
+    commands = []
+    for path in DOCS:
+        name = os.path.relpath(path, ROOT)
+        for number, line in code_lines(path):
+            if not PYTHON_SCRIPT.search(line):
+                continue
+            try:
+                segments = shell_segments(line)
+            except ValueError as e:  # e.g. an unbalanced quote: reported by the test
+                commands.append(pytest.param(None, [line, str(e)], id="%s:%d" % (name, number)))
+                continue
+            index = 0
+            for tokens in segments:
+                if len(tokens) >= 2 and tokens[0] in ("python", "python3") and tokens[1].endswith(".py"):
+                    index += 1
+                    suffix = "" if index == 1 else "-%d" % index
+                    commands.append(pytest.param(tokens[1], tokens[2:], id="%s:%d%s" % (name, number, suffix)))
+    return commands
+
+
+COMMANDS = documented_commands()
+
+
+# ----------------------------------------------------------------------------- parsing them
+class Parsed(Exception):
+    """Raised by the patched ArgumentParser.parse_args once the script's parser has accepted its argv."""
+
+
+_modules = {}
+
+
+def load_script(script):
+    """Import a script by its path relative to the repository root (its main() is not run)."""
+    path = os.path.normpath(os.path.join(ROOT, script))
+    if not os.path.isfile(path):
+        raise AssertionError("%s does not exist" % script)
+    if path not in _modules:
+        folder = os.path.dirname(path)
+        for entry in (ROOT, folder):  # as when the script runs: its folder, and the root for its imports
+            if entry not in sys.path:
+                sys.path.insert(0, entry)
+        module = importlib.import_module(os.path.splitext(os.path.basename(path))[0])
+        if os.path.normpath(module.__file__) != path:
+            raise AssertionError("%s: importing it found %s instead" % (script, module.__file__))
+        _modules[path] = module
+    return _modules[path]
+
+
+def is_help(argv):
+    return "-h" in argv or "--help" in argv
+
+
+@contextlib.contextmanager
+def parser_run(what, argv):
+    """Turn a parser's exit into a test failure that names the command; --help may exit 0."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            yield
+    except SystemExit as e:
+        if e.code in (0, None) and is_help(argv):
+            return
+        message = [line for line in err.getvalue().splitlines() if line.strip(" │╭╮╰╯─")]
+        pytest.fail("%s rejects %s (exit %s):\n%s" % (what, " ".join(argv), e.code, "\n".join(message[-12:])))
+
+
+def parse_with_tyro(module, argv, what):
+    import tyro
+
+    with parser_run(what, argv):
+        tyro.cli(module.Args, args=argv)
+
+
+def check_command(script, argv):
+    module = load_script(script)
+    if hasattr(module, "Args") and hasattr(module, "tyro"):
+        parse_with_tyro(module, argv, script)
+    elif callable(getattr(module, "parse_args", None)):
+        with parser_run(script, argv):
+            args = module.parse_args(argv)
+        if is_help(argv):
+            return
+        passthrough = list(getattr(args, "passthrough", []))
+        trainer = load_script(os.path.relpath(args.script, ROOT))
+        if hasattr(args, "envs"):  # run_seeds.py: SCRIPT --env-id ENV --seed SEED <after -->
+            own = [args.env_flag, args.envs[0], "--seed", str(args.seeds[0])]
+        else:  # tune.py: SCRIPT --env-id ENV --seed SEED <after --> (and the sampled values)
+            own = ["--env-id", args.env_id, "--seed", str(args.seed)]
+        parse_with_tyro(trainer, own + passthrough, "%s (after --)" % os.path.basename(args.script))
+    elif callable(getattr(module, "main", None)):
+        original = argparse.ArgumentParser.parse_args
+
+        def parse_then_stop(self, args=None, namespace=None):
+            raise Parsed(original(self, args, namespace))
+
+        argparse.ArgumentParser.parse_args = parse_then_stop
+        saved_argv = sys.argv
+        sys.argv = [script] + list(argv)
+        try:
+            with parser_run(script, argv):
+                try:
+                    module.main(argv) if module.main.__code__.co_argcount else module.main()
+                except Parsed:
+                    return
+            if not is_help(argv):
+                pytest.fail("%s: its main() returned without calling ArgumentParser.parse_args" % script)
+        finally:
+            argparse.ArgumentParser.parse_args = original
+            sys.argv = saved_argv
+    else:
+        pytest.fail("%s has no argument parser this test knows (tyro Args, parse_args(argv) or an argparse main)" % script)
+
+
+@pytest.mark.parametrize("script,argv", COMMANDS)
+def test_documented_command_is_accepted_by_its_scripts_parser(script, argv):
+    if script is None:
+        pytest.fail("cannot split %r into shell words: %s" % tuple(argv))
+    check_command(script, argv)
+
+
+def test_the_docs_hold_commands_to_check():
+    files = {param.id.split(":")[0] for param in COMMANDS}
+    assert "README.md" in files and len(COMMANDS) >= 5, sorted(files)
+
+
+def test_a_renamed_flag_fails():
+    """The check bites: a flag the parser does not know, in any kind of script, is an error."""
+    with pytest.raises(pytest.fail.Exception, match="--env-idd"):
+        check_command("meow_continuous_action.py", ["--env-idd", "Hopper-v4"])
+    with pytest.raises(pytest.fail.Exception, match="--seedz"):
+        check_command("benchmarks/run_seeds.py", ["--envs", "Hopper-v4", "--", "--seedz", "3"])
+    with pytest.raises(pytest.fail.Exception):
+        check_command("benchmarks/plot.py", ["--out-dirr", "docs"])
+
+
+def test_shell_lines_split_into_commands():
+    line = "OMP_NUM_THREADS=1 python a.py --x runs/<run>/c.pt > log.txt && pip install y; python b.py -- --z 1 # note"
+    assert shell_segments(line) == [["python", "a.py", "--x", "runs/<run>/c.pt"], ["pip", "install", "y"], ["python", "b.py", "--", "--z", "1"]]
+
+
+# ----------------------------------------------------------------------------- links and images
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+IMG_SRC = re.compile(r"<img\b[^>]*\bsrc=[\"']([^\"']+)[\"']", re.I)
+
+
+def relative_links(path):
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    text = re.sub(r"^(```|~~~).*?^\1", "", text, flags=re.S | re.M)  # links inside code blocks are code
+    for target in LINK.findall(text) + IMG_SRC.findall(text):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
+            continue  # a URL, mailto:, or an anchor in the same page
+        yield target.split("#")[0]
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: os.path.relpath(p, ROOT))
+def test_every_linked_file_and_image_exists(path):
+    missing = [t for t in relative_links(path) if not os.path.exists(os.path.join(os.path.dirname(path), t))]
+    assert not missing, "%s links to missing files: %s" % (os.path.relpath(path, ROOT), missing)

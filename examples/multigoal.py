@@ -12,6 +12,7 @@ The script trains one of them, rolls out the stochastic policy 100 times from th
 prints which goals it reaches and draws the trajectories and the soft Q over the start state's
 action plane into one figure. The defaults are the paper's toy-task hyper-parameters (alpha 2.5,
 prior log-std in [-2, 1], gamma 0.9, tau 5e-4, batch 256) with a longer budget.
+examples/multigoal_modes.py measures how far both policies are from the exact soft-optimal one.
 
 Run (from anywhere): python examples/multigoal.py                 # MEow, writes docs/multigoal.png
                      python examples/multigoal.py --baseline gaussian --seeds 1 2 3
@@ -38,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
+from flow_layers import MLP, AdditiveCoupling, Dropout
 from meow_continuous_action import FlowPolicy, ReplayBuffer, make_optimizer, make_update
 
 
@@ -63,6 +65,10 @@ class Args:
     """upper bound of the MEow prior's log-std"""
     sigma_min: float = -2.0
     """lower bound of the MEow prior's log-std"""
+    couplings: int = 4
+    """additive coupling layers of the MEow flow, masks alternating (the paper: 4)"""
+    dropout: float = 0.1
+    """dropout rate in the MEow coupling nets during updates (the paper: 0.1)"""
     gamma: float = 0.9
     """discount factor"""
     tau: float = 0.0005
@@ -174,6 +180,13 @@ class GaussianSAC(nn.Module):
         log_prob = log_prob - (2.0 * (np.log(2.0) - z - F.softplus(-2.0 * z))).sum(-1)
         return torch.tanh(z), log_prob
 
+    def log_prob(self, obs, actions):
+        """log pi(a|s) of given actions in (-1, 1): the Gaussian at atanh(a) and the tanh change of variables."""
+        mean, log_std = self.actor(obs).chunk(2, dim=-1)
+        z = torch.atanh(actions)
+        log_prob = torch.distributions.Normal(mean, log_std.clamp(-5.0, 2.0).exp()).log_prob(z).sum(-1)
+        return log_prob - torch.log1p(-actions.pow(2)).sum(-1)
+
     def q(self, obs, actions):
         x = torch.cat([obs, actions], dim=-1)
         return torch.cat([critic(x) for critic in self.critics], dim=-1)
@@ -211,13 +224,30 @@ def make_sac_update(agent, target, args):
     return update
 
 
+def make_flow(args):
+    """MEow's FlowPolicy with args.couplings couplings and dropout args.dropout in their nets.
+
+    FlowPolicy builds the paper's 4 couplings with dropout 0.1; other counts and rates are made from
+    it afterwards, so that the defaults draw the same initial weights as FlowPolicy alone.
+    """
+    flow = FlowPolicy(2, 2, args.alpha, args.sigma_max, args.sigma_min)
+    for i in range(len(flow.couplings), args.couplings):
+        net = MLP([2 + 2, flow.hidden, flow.hidden, 2], init="orthogonal", layer_norm=True, dropout=args.dropout)
+        flow.couplings.append(AdditiveCoupling(flow.couplings[i % 2].mask.clone(), net))
+    del flow.couplings[args.couplings :]
+    # FlowPolicy lists its dropout layers once, at construction: the list has to follow the couplings
+    flow._dropouts = [m for m in flow.modules() if isinstance(m, Dropout)]
+    for layer in flow._dropouts:
+        layer.p = args.dropout
+    return flow
+
+
 def build_agent(args):
     """The agent and its update function; the target network is a frozen copy (Polyak-averaged)."""
     if args.baseline == "gaussian":
         agent, target = GaussianSAC(2, 2, args.alpha), GaussianSAC(2, 2, args.alpha)
     else:
-        agent = FlowPolicy(2, 2, args.alpha, args.sigma_max, args.sigma_min)
-        target = FlowPolicy(2, 2, args.alpha, args.sigma_max, args.sigma_min)
+        agent, target = make_flow(args), make_flow(args)
     target.load_state_dict(agent.state_dict())
     target.requires_grad_(False)
     target.eval()
@@ -245,7 +275,8 @@ def soft_q(agent, obs, actions):
     return q.min(dim=1).values
 
 
-def train(args, seed):
+def train(args, seed, on_step=None):
+    """Train one agent; on_step(steps_done, agent), if given, is called after every environment step."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -268,6 +299,8 @@ def train(args, seed):
             (obs, _), episode_return = env.reset(), 0.0
         if global_step >= args.learning_starts:
             update(rb.sample(args.batch_size))
+        if on_step is not None:
+            on_step(global_step + 1, agent)
         if (global_step + 1) % 2_000 == 0:
             recent = np.mean(returns[-50:]) if returns else float("nan")
             print("  seed %d step %d/%d | mean return (last 50 episodes) %.1f" % (seed, global_step + 1, args.total_timesteps, recent))
@@ -360,6 +393,8 @@ def check_args(args):
         problems.append("--seeds needs at least one seed")
     if args.alpha <= 0 or args.sigma_min >= args.sigma_max:
         problems.append("need --alpha > 0 and --sigma-min < --sigma-max")
+    if args.couplings < 1 or not 0.0 <= args.dropout < 1.0:
+        problems.append("need --couplings >= 1 and 0 <= --dropout < 1")
     if args.total_timesteps <= args.learning_starts or args.batch_size < 1 or args.eval_rollouts < 1:
         problems.append("need --total-timesteps > --learning-starts, --batch-size >= 1 and --eval-rollouts >= 1")
     if problems:

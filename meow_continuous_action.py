@@ -103,8 +103,6 @@ class Args:
     """Adam learning rate"""
     max_grad_norm: float = 30.0
     """gradient-norm clipping threshold"""
-    separate_q_masks: bool = False
-    """compute the two Q columns in two flow passes with independent dropout masks (the authors' code) instead of one shared pass"""
 
     # Evaluation and logging
     eval_frequency: int = 10_000
@@ -156,11 +154,9 @@ class FlowPolicy(nn.Module):
     diagnostics see the network without it.
     """
 
-    def __init__(self, obs_dim, act_dim, alpha, sigma_max, sigma_min, hidden=64, shift_hidden=256, separate_q_masks=False):
+    def __init__(self, obs_dim, act_dim, alpha, sigma_max, sigma_min, hidden=64, shift_hidden=256):
         super().__init__()
         self.alpha = alpha
-        # the authors' code: each Q column from its own flow pass (a doubled batch), with its own dropout masks
-        self.q_passes = 2 if separate_q_masks else 1
         self.act_dim = act_dim
         self.hidden = hidden
         self.prior = ConditionalGaussianScale(MLP([obs_dim, hidden, hidden, act_dim], init="zero"), sigma_max, sigma_min)
@@ -231,16 +227,12 @@ class FlowPolicy(nn.Module):
         """Soft Q (E3) and soft V (E4), [B, 2] each, one column per reward shift b_k(s); Q_k - V_k = alpha * log pi.
 
         The two shifts cancel in pi; with the min over them in the target (E5) they are MEow's clipped
-        double Q, in one network. By default one pass through the couplings serves both columns (the
-        shifts depend on s only); with separate_q_masks each column gets its own pass and dropout
-        masks, as in the authors' code.
+        double Q, in one network. Each column takes its own pass through the couplings (the batch
+        doubled), so that in updates each draws its own dropout masks, as in the authors' code: one
+        shared pass has the same expected loss but not the same gradient noise (docs/implementation.md).
         """
-        if self.q_passes == 2:
-            energy, log_z = self.energy_and_normaliser(obs.repeat(2, 1), actions.repeat(2, 1))
-            energy, log_z = energy.view(2, -1).t(), log_z[: obs.shape[0]]  # log Z has no dropout: the halves agree
-        else:
-            energy, log_z = self.energy_and_normaliser(obs, actions)
-            energy = energy[:, None]
+        energy, log_z = self.energy_and_normaliser(obs.repeat(2, 1), actions.repeat(2, 1))
+        energy, log_z = energy.view(2, -1).t(), log_z[: obs.shape[0]]  # log Z has no dropout: the halves agree
         shift = self.reward_shift(obs)
         return self.alpha * (shift + energy), self.alpha * (shift + log_z[:, None])
 
@@ -279,7 +271,7 @@ def make_update(policy, target_policy, lr, gamma, tau, max_grad_norm, compile=Fa
 
     def update(batch):
         policy.use_dropout(True)
-        with policy.dropout_masks(batch.obs.shape[0] * policy.q_passes):
+        with policy.dropout_masks(2 * batch.obs.shape[0]):  # one set per Q column
             loss = loss_fn(policy, target_policy, batch, gamma)
         policy.use_dropout(False)
         params.grad.zero_()
@@ -415,8 +407,8 @@ def main(args):
     eval_env.reset(seed=args.seed + 10_000)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
 
-    policy = FlowPolicy(obs_dim, act_dim, args.alpha, args.sigma_max, args.sigma_min, separate_q_masks=args.separate_q_masks).to(device)
-    target_policy = FlowPolicy(obs_dim, act_dim, args.alpha, args.sigma_max, args.sigma_min, separate_q_masks=args.separate_q_masks).to(device)
+    policy = FlowPolicy(obs_dim, act_dim, args.alpha, args.sigma_max, args.sigma_min).to(device)
+    target_policy = FlowPolicy(obs_dim, act_dim, args.alpha, args.sigma_max, args.sigma_min).to(device)
     target_policy.load_state_dict(policy.state_dict())
     target_policy.requires_grad_(False)
     update, optimizer = make_update(policy, target_policy, args.learning_rate, args.gamma, args.tau, args.max_grad_norm, compile)

@@ -179,11 +179,9 @@ class FlowPolicy(nn.Module):
     diagnostics see the network without it.
     """
 
-    def __init__(self, obs_dim, act_dim, alpha, sigma_max, sigma_min, hidden=64, shift_hidden=256, separate_q_masks=False):
+    def __init__(self, obs_dim, act_dim, alpha, sigma_max, sigma_min, hidden=64, shift_hidden=256):
         super().__init__()
         self.alpha = alpha
-        # the authors' code: each Q column from its own flow pass (a doubled batch), with its own dropout masks
-        self.q_passes = 2 if separate_q_masks else 1
         self.act_dim = act_dim
         self.hidden = hidden
         self.prior = ConditionalGaussianScale(MLP([obs_dim, hidden, hidden, act_dim], init="zero"), sigma_max, sigma_min)
@@ -254,16 +252,12 @@ class FlowPolicy(nn.Module):
         """Soft Q (E3) and soft V (E4), [B, 2] each, one column per reward shift b_k(s); Q_k - V_k = alpha * log pi.
 
         The two shifts cancel in pi; with the min over them in the target (E5) they are MEow's clipped
-        double Q, in one network. By default one pass through the couplings serves both columns (the
-        shifts depend on s only); with separate_q_masks each column gets its own pass and dropout
-        masks, as in the authors' code.
+        double Q, in one network. Each column takes its own pass through the couplings (the batch
+        doubled), so that in updates each draws its own dropout masks, as in the authors' code: one
+        shared pass has the same expected loss but not the same gradient noise (docs/implementation.md).
         """
-        if self.q_passes == 2:
-            energy, log_z = self.energy_and_normaliser(obs.repeat(2, 1), actions.repeat(2, 1))
-            energy, log_z = energy.view(2, -1).t(), log_z[: obs.shape[0]]  # log Z has no dropout: the halves agree
-        else:
-            energy, log_z = self.energy_and_normaliser(obs, actions)
-            energy = energy[:, None]
+        energy, log_z = self.energy_and_normaliser(obs.repeat(2, 1), actions.repeat(2, 1))
+        energy, log_z = energy.view(2, -1).t(), log_z[: obs.shape[0]]  # log Z has no dropout: the halves agree
         shift = self.reward_shift(obs)
         return self.alpha * (shift + energy), self.alpha * (shift + log_z[:, None])
 
@@ -302,7 +296,7 @@ def make_update(policy, target_policy, lr, gamma, tau, max_grad_norm, compile=Fa
 
     def update(batch):
         policy.use_dropout(True)
-        with policy.dropout_masks(batch.obs.shape[0] * policy.q_passes):
+        with policy.dropout_masks(2 * batch.obs.shape[0]):  # one set per Q column
             loss = loss_fn(policy, target_policy, batch, gamma)
         policy.use_dropout(False)
         params.grad.zero_()

@@ -7,10 +7,11 @@
 
 All at the training script's default threads unless --threads says otherwise.
 (1) shipped:          `make_update` from meow_continuous_action.py as the default command runs it (compiled;
-                      eager with --no-compile, and the eager one is also shown): one pass through the couplings,
-                      reward shifts on observations only, the target value without any coupling layer,
-                      parameters in one flat buffer (one fused Adam, clip and Polyak step), the dropout
-                      masks of the pass drawn at once, no host synchronisation.
+                      eager with --no-compile, and the eager one is also shown): the batch doubled through
+                      the couplings (one pass per Q column, each with its own dropout masks), reward shifts
+                      on observations only, the target value without any coupling layer, parameters in one
+                      flat buffer (one fused Adam, clip and Polyak step), the dropout masks drawn at once,
+                      no host synchronisation.
 (2) straightforward:  the same maths done the obvious way (as in the authors' code): the batch doubled
                       so that each half meets one reward shift, the target value also pushed through the
                       target's couplings, `train()` each step, per-parameter Polyak, default Adam, and

@@ -229,7 +229,7 @@ def test_flat_update_takes_the_same_steps_as_a_per_tensor_update(meow):
         loss = update(batch)
         torch.manual_seed(100 + step)
         ref_policy.use_dropout(True)
-        with ref_policy.dropout_masks(64):
+        with ref_policy.dropout_masks(128):
             ref_loss = meow.meow_loss(ref_policy, ref_target, batch, 0.99)
         optimizer.zero_grad()
         ref_loss.backward()
@@ -265,11 +265,11 @@ def test_dropout_masks_are_drawn_once_used_by_every_layer_and_cleared(meow):
     policy, _ = policy_pair(meow)
     policy.use_dropout(True)
     obs, actions = torch.randn(32, 4), torch.rand(32, 2) * 2 - 1
-    with policy.dropout_masks(32):
+    with policy.dropout_masks(64):  # one set of rows per Q column
         masks = [layer.mask for layer in policy._dropouts]
         q1 = policy.q_and_v(obs, actions)[0]
         q2 = policy.q_and_v(obs, actions)[0]
-    assert len(masks) == 8 and all(m.shape == (32, 64) for m in masks)
+    assert len(masks) == 8 and all(m.shape == (64, 64) for m in masks)
     all_masks = torch.stack(masks)
     assert torch.allclose(all_masks.unique(), torch.tensor([0.0, 1 / 0.9]))  # dropped, or kept and rescaled
     assert abs((all_masks == 0).float().mean().item() - 0.1) < 4 * (0.1 * 0.9 / all_masks.numel()) ** 0.5
@@ -293,7 +293,7 @@ def test_compiled_loss_equals_the_eager_loss_with_fresh_masks_each_call(capsys):
     losses = []
     for seed in (10, 11):  # the same batch, new masks
         torch.manual_seed(seed)
-        with policy.dropout_masks(32):
+        with policy.dropout_masks(64):
             eager = meow.meow_loss(policy, target, batch, 0.99)
             fast = compiled(policy, target, batch, 0.99)
         assert torch.allclose(fast, eager, rtol=1e-5, atol=1e-6)
@@ -345,7 +345,7 @@ def test_the_two_scripts_hold_the_same_algorithm():
                 p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
         policy.use_dropout(True)
         torch.manual_seed(7)
-        with policy.dropout_masks(32):
+        with policy.dropout_masks(64):
             loss = script.meow_loss(policy, target, batch, 0.99)
         grads = torch.autograd.grad(loss, list(policy.parameters()))
         policy.use_dropout(False)
@@ -356,28 +356,25 @@ def test_the_two_scripts_hold_the_same_algorithm():
         assert torch.equal(a, b)
 
 
-def test_separate_q_masks_give_each_column_its_own_dropout_and_nothing_else():
-    """--separate-q-masks (the authors' two passes): the same Q and V without dropout; with dropout the
-    two columns' energies differ (own masks), where one pass gives them the same energy."""
+def test_each_q_column_takes_its_own_pass_and_dropout_masks():
+    """As in the authors' code: with dropout the two columns' energies differ (own masks); without it
+    they are one energy, and Q - V = alpha * log pi in each column."""
     meow = meow_continuous_action
     torch.manual_seed(0)
-    one = meow.FlowPolicy(5, 3, ALPHA, -0.3, -5.0)
-    two = meow.FlowPolicy(5, 3, ALPHA, -0.3, -5.0, separate_q_masks=True)
-    two.load_state_dict(one.state_dict())
+    policy = meow.FlowPolicy(5, 3, ALPHA, -0.3, -5.0)
     with torch.no_grad():
-        for p in one.reward_shift.parameters():  # nonzero shifts, so that the columns differ by them
+        for p in policy.reward_shift.parameters():  # nonzero shifts, so that the columns differ by them
             p.normal_()
-    two.load_state_dict(one.state_dict())
     obs, actions = torch.randn(16, 5), torch.rand(16, 3) * 1.8 - 0.9
-    for a, b in zip(one.q_and_v(obs, actions), two.q_and_v(obs, actions)):
-        assert torch.allclose(a, b, atol=1e-4)
-    shift = ALPHA * one.reward_shift(obs)
-    for policy in (one, two):
-        policy.use_dropout(True)
-        with policy.dropout_masks(16 * policy.q_passes):
-            q, v = policy.q_and_v(obs, actions)
-        policy.use_dropout(False)
-        energy = q - shift
-        assert torch.allclose(v - shift, (v - shift)[:, :1].expand_as(v), atol=1e-4)  # log Z: no dropout in the prior
-        same = torch.allclose(energy[:, 0], energy[:, 1], atol=1e-4)
-        assert same == (policy is one)
+    shift = ALPHA * policy.reward_shift(obs)
+    q, v = policy.q_and_v(obs, actions)
+    assert torch.allclose(q - v, ALPHA * policy.log_prob(obs, actions)[:, None].expand_as(q), atol=1e-3)
+    assert torch.allclose((q - shift)[:, 0], (q - shift)[:, 1], atol=1e-4)
+    policy.use_dropout(True)
+    with policy.dropout_masks(32):
+        masks = [layer.mask for layer in policy._dropouts]
+        q, v = policy.q_and_v(obs, actions)
+    assert not any(torch.equal(m[:16], m[16:]) for m in masks)  # the halves of each mask are drawn apart
+    energy = q - shift
+    assert not torch.allclose(energy[:, 0], energy[:, 1], atol=1e-4)
+    assert torch.allclose(v - shift, (v - shift)[:, :1].expand_as(v), atol=1e-4)  # log Z: no dropout in the prior

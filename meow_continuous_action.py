@@ -442,11 +442,11 @@ def main(args):
             action = action[0].cpu().numpy()
             if not np.isfinite(action).all():  # on the host anyway: stop before the env sees it
                 read_and_check({"losses/qf_loss": loss} if loss is not None else {}, policy, global_step, args, writer)
-                stop_on_bad_input("the policy's action", action, global_step, writer)
+                stop_on_bad_input("the policy's action", global_step, writer, action)
 
         next_obs, reward, terminated, truncated, info = env.step(action)
         if not np.isfinite(next_obs).all():
-            stop_on_bad_input("the environment's observation", next_obs, global_step + 1, writer)
+            stop_on_bad_input("the environment's observation", global_step + 1, writer, next_obs)
         # next_obs is the true successor even at a time-out (a single env does not autoreset), so the
         # transition is stored as is: a time-out bootstraps from it, a termination does not (terminated=1)
         rb.add(*as_batch(obs, action, reward, next_obs, terminated, device=device))
@@ -769,6 +769,13 @@ def read_and_check(scalars, policy, step, args, writer):
     return dict(zip(names, values[1:]))
 
 
+
+def stop_on_bad_input(what, step, writer, value=None):
+    """A non-finite observation or action: one error line (with the value, when given) and exit code 1."""
+    close_writer(writer)
+    shown = "" if value is None else " (%s)" % np.array2string(np.asarray(value), precision=3, threshold=8)
+    fail("%s is not finite at step %d%s; no model file was written" % (what, step, shown), code=1)
+
 class RecentRate:
     """Steps per second over the last `window` log intervals: an ETA from the current pace, not from an
     average that still holds the fast random-action phase. restart() forgets the past (phase changes)."""
@@ -880,12 +887,6 @@ def resumed_args(args, ckpt):
 def model_state(policy, args, obs_dim, act_dim, step):
     """What a saved model holds (a checkpoint adds the rest of the training state)."""
     return {"model": policy.state_dict(), "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim, "step": step}
-
-
-def stop_on_bad_input(what, value, step, writer):
-    """A non-finite observation or action: one error line and exit code 1, before the run goes on with it."""
-    close_writer(writer)
-    fail("%s is not finite at step %d (%s); no model file was written" % (what, step, np.array2string(np.asarray(value), precision=3, threshold=8)), code=1)
 
 
 def env_rng_state(env):

@@ -1013,6 +1013,13 @@ def read_and_check(scalars, policy, step, args, writer):
     return dict(zip(names, values[1:]))
 
 
+
+def stop_on_bad_input(what, step, writer, value=None):
+    """A non-finite observation or action: one error line (with the value, when given) and exit code 1."""
+    close_writer(writer)
+    shown = "" if value is None else " (%s)" % np.array2string(np.asarray(value), precision=3, threshold=8)
+    fail("%s is not finite at step %d%s; no model file was written" % (what, step, shown), code=1)
+
 class RecentRate:
     """Steps per second over the last `window` log intervals: an ETA from the current pace, not from an
     average that still holds the fast random-action phase. restart() forgets the past (phase changes)."""
@@ -1124,12 +1131,6 @@ def resumed_args(args, ckpt):
 # flags of this process and machine, not of the run: --resume and --eval-checkpoint take them from the command line
 MACHINE_FLAGS = ("sim_device", "rl_device", "graphics_device_id", "headless", "cuda", "async_envs", "torch_threads", "compile",
                  "track", "wandb_project_name", "wandb_entity")
-
-
-def stop_on_bad_input(what, step, writer):
-    """A non-finite observation or action: one error line and exit code 1."""
-    close_writer(writer)
-    fail("%s is not finite at step %d; no model file was written" % (what, step), code=1)
 
 
 def check_isaac_file(ckpt, path):

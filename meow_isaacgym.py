@@ -1142,7 +1142,11 @@ def resume_args(args):
     ckpt = load_checkpoint(args.resume)
     check_isaac_file(ckpt, args.resume)
     check_resumable(ckpt, args.resume)
-    return resumed_args(args, ckpt), ckpt
+    resumed = resumed_args(args, ckpt)
+    saved = ckpt["args"]
+    if saved["env_backend"] == "isaacgym" and saved["eval_frequency"] == saved["total_timesteps"]:
+        resumed.eval_frequency = resumed.total_timesteps  # a run that evaluates once, at its end, still does when extended
+    return resumed, ckpt
 
 
 def evaluate_checkpoint(args):

@@ -427,6 +427,27 @@ def test_the_isaacgym_backend_with_default_evaluation_restarts_the_training_envs
     assert [e.step for e in acc.Scalars("eval/return")] == [32 * 120]
 
 
+def test_extending_a_run_that_evaluates_only_at_its_end_moves_the_evaluation_to_the_new_end(fake_isaacgym, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mig.main(isaac_args(num_envs=32, total_timesteps=32 * 120, eval_frequency=None, log_frequency=32 * 40,
+                        save_model=True, checkpoint_frequency=32 * 100))
+    run_dir = only_run_dir(tmp_path)
+    restarts = []
+    reset = mig.IsaacGymEnv.reset
+    monkeypatch.setattr(mig.IsaacGymEnv, "reset", lambda self: restarts.append(1) or reset(self))
+    mig.main(mig.Args(resume=os.path.join(run_dir, "checkpoint.pt"), total_timesteps=32 * 160, sim_device="cpu", rl_device="cpu"))
+    assert len(restarts) == 2  # the start, and the one evaluation at the new last step, not at the old one
+    acc = scalar_tags(run_dir)
+    # TensorBoard drops the first run's points after the checkpoint (step 3200), its evaluation at 3840 among them
+    assert [e.step for e in acc.Scalars("eval/return")] == [32 * 160]
+    # a frequency that was given, not the one-evaluation default, is kept
+    mig.main(isaac_args(num_envs=32, total_timesteps=32 * 120, eval_frequency=32 * 60, log_frequency=32 * 40,
+                        save_model=True, checkpoint_frequency=32 * 100, exp_name="given"))
+    given = [d for d in (tmp_path / "runs").iterdir() if "given" in d.name][0]
+    args, _ = mig.resume_args(mig.Args(resume=str(given / "checkpoint.pt"), total_timesteps=32 * 160))
+    assert args.eval_frequency == 32 * 60
+
+
 class ScriptedEnv:
     """Hands out scripted (rewards, dones): the returns of finished episodes are known in advance."""
 

@@ -975,16 +975,17 @@ def maybe_compile(fn, enabled, device, what):
 
 
 # The run's writer, divergence, console
-def make_writer(args, run_name, run_dir, purge_step):
+def make_writer(args, run_name, run_dir, resumed_step):
     if args.track:
         import wandb
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args), name=run_name, save_code=True)
     from torch.utils.tensorboard import SummaryWriter
 
-    # purge_step hides anything a killed run logged after its checkpoint: no duplicate points
-    writer = SummaryWriter(run_dir, purge_step=purge_step)
-    if purge_step is None:
+    # hide what a killed run logged after its checkpoint (no duplicate points); what it logged at the
+    # checkpoint's own step came before the checkpoint was taken, is not logged again, and stays
+    writer = SummaryWriter(run_dir, purge_step=None if resumed_step is None else resumed_step + 1)
+    if resumed_step is None:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join("|%s|%s|" % (k, v) for k, v in vars(args).items()))
     return writer
 

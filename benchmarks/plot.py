@@ -49,7 +49,8 @@ matplotlib.use("Agg")  # files only: no display is needed, or available on serve
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter
 import numpy as np
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.util import tensor_util
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAPER_CSV = os.path.join(HERE, "paper_results.csv")
@@ -132,12 +133,25 @@ def newest_runs(run_dirs):
 
 
 def read_evals(path):
-    """[(step, return)] sorted by step; a step logged twice (a resumed run) keeps its last value."""
-    accumulator = EventAccumulator(path, size_guidance={"scalars": 0})  # 0: keep every point
-    accumulator.Reload()
-    if TAG not in accumulator.Tags()["scalars"]:
-        return []
-    return sorted({event.step: event.value for event in accumulator.Scalars(TAG)}.items())
+    """[(step, return)] sorted by step, from the run's event files in the order they were written.
+
+    A resumed run's writer marks the step it resumed from (a SessionLog START event at step M) and
+    TensorBoard's own reader then drops every point at step >= M. That would also drop what the killed
+    process logged at the checkpoint's step, before the checkpoint was taken, which the meow scripts up
+    to commit b2dd171 marked as M (later ones mark that step + 1). So this keeps
+    the points at step <= M and drops the later ones (the killed process's steps after its checkpoint);
+    a step logged twice keeps its last value."""
+    evals = {}
+    for name in sorted(os.listdir(path)):
+        if not name.startswith("events.out.tfevents."):
+            continue
+        for event in EventFileLoader(os.path.join(path, name)).Load():
+            if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+                evals = {step: value for step, value in evals.items() if step <= event.step}
+            for value in event.summary.value:
+                if value.tag == TAG:
+                    evals[event.step] = float(tensor_util.make_ndarray(value.tensor))
+    return sorted(evals.items())
 
 
 def export(patterns, commit, csv_path):

@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -135,6 +136,31 @@ def test_export_reads_the_newest_run_of_each_seed(tmp_path):
     assert result.returncode == 2 and result.stderr == "error: runs of several experiments (meow, sac): export one at a time, e.g. with a pattern 'runs/*__NAME__*'\n"
     assert (tmp_path / "out.csv").read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["out.csv", "runs"]
+
+
+def test_export_keeps_what_a_resumed_run_logged_before_its_checkpoint_and_drops_what_came_after(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    def write(run, points, purge_step=None):
+        writer = SummaryWriter(str(tmp_path / "runs" / run), purge_step=purge_step)
+        for step, value in points:
+            writer.add_scalar("eval/return", value, step)
+        writer.close()
+        time.sleep(1.1)  # the event file's name holds the second it was opened: one file per second
+
+    # checkpoints at 20k; the first process evaluated at 20k before it, then at 30k, and was killed
+    for run, mark in (("Hopper-v4__meow__1__100", 20000), ("Hopper-v4__meow__2__100", 20001)):  # old and new resume marks
+        write(run, [(10000, 1.0), (20000, 2.0), (30000, 3.0)])
+        write(run, [], purge_step=mark)  # resumed and killed again before its next evaluation
+        write(run, [(30000, 33.0), (40000, 44.0)], purge_step=mark)
+    write("Walker2d-v4__meow__1__100", [(10000, 1.0), (20000, 2.0), (30000, 3.0)])
+    write("Walker2d-v4__meow__1__100", [], purge_step=20000)  # resumed, not yet evaluated: 30k is stale
+    result = run_tool("plot.py", ["--export", "runs", "--commit", "0123abcd", "--csv", "out.csv"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = [tuple(row[:4]) for row in read_csv(tmp_path / "out.csv")[1:]]
+    assert rows == [("Hopper-v4", seed, str(step), value) for seed in "12"
+                    for step, value in ((10000, "1.0"), (20000, "2.0"), (30000, "33.0"), (40000, "44.0"))] + [
+        ("Walker2d-v4", "1", "10000", "1.0"), ("Walker2d-v4", "1", "20000", "2.0")]
 
 
 def test_plot_rebuilds_table_and_figures_from_the_csv_alone(tmp_path):

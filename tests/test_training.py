@@ -99,6 +99,18 @@ def scalars(run_dir, tag):
     return [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
+def test_a_resumed_run_keeps_what_was_logged_at_its_checkpoints_step(tmp_path, monkeypatch):
+    # with seed 1 an episode ends at step 102: the evaluation and the log at 102 come before the checkpoint
+    # taken at that episode end, so the resumed run does not log them again and must not hide them
+    monkeypatch.chdir(tmp_path)
+    meow.main(tiny_args(eval_frequency=51, log_frequency=51))
+    (run_dir,) = glob.glob("runs/*")
+    assert torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["step"] == 102
+    meow.main(meow.Args(resume=os.path.join(run_dir, "checkpoint.pt")))
+    assert [s for s, _ in scalars(run_dir, "eval/return")] == [51, 102, 153]
+    assert [s for s, _ in scalars(run_dir, "losses/qf_loss")] == [51, 102, 153, 160]
+
+
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     meow.main(tiny_args())

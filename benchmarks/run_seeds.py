@@ -17,8 +17,9 @@ Example (3 seeds of Hopper, 2 at a time, 100k steps each):
 Long runs: pass `-- --save-model --save-buffer` so that each job writes checkpoints; the same command
 with --resume then continues every job from the newest checkpoint.pt of its (env, seed) under
 WORKDIR/runs (the script's own --resume: its saved args, an explicit --total-timesteps may extend it),
-skips the jobs whose final model file exists, and starts the others afresh. Logs are appended to.
-    python benchmarks/run_seeds.py --envs Hopper-v4 --seeds 1 2 3 --jobs 2 --resume -- --total-timesteps 300000
+skips the jobs whose final model file exists, and starts the others afresh with the flags after --
+(so give the same ones again). Logs are appended to.
+    python benchmarks/run_seeds.py --envs Hopper-v4 --seeds 1 2 3 --jobs 2 --resume -- --total-timesteps 300000 --save-model --save-buffer
 """
 import argparse
 import collections

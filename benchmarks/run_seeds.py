@@ -105,6 +105,8 @@ def make_jobs(args):
                 if run_dir and os.path.isfile(os.path.join(run_dir, "checkpoint.pt")):
                     command += ["--resume", os.path.join(run_dir, "checkpoint.pt")]
                     resumed = True
+            if args.resume and not resumed and "--save-model" not in args.passthrough:
+                print("warning: %s starts afresh without --save-model after --: it will write no checkpoint to resume from" % name, file=sys.stderr)
             jobs.append(Job(name, os.path.join(log_dir, name + ".log"), tuple(command + args.passthrough), resumed))
     return jobs
 

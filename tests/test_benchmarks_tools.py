@@ -218,6 +218,17 @@ def test_run_seeds_resumes_cut_off_jobs_and_skips_finished_ones(tmp_path):
     assert "skipping Hopper-v4__meow_continuous_action__1: finished" in result.stdout and "0/0 jobs succeeded" in result.stdout
 
 
+def test_run_seeds_warns_when_resume_starts_a_job_that_will_write_no_checkpoint(tmp_path, capsys):
+    import run_seeds
+
+    own = ["--envs", "Hopper-v4", "--seeds", "1", "--workdir", str(tmp_path), "--resume", "--"]
+    (job,) = run_seeds.make_jobs(run_seeds.parse_args(own + ["--total-timesteps", "600"]))
+    assert not job.resumed
+    assert "warning: Hopper-v4__meow_continuous_action__1 starts afresh without --save-model" in capsys.readouterr().err
+    run_seeds.make_jobs(run_seeds.parse_args(own + ["--total-timesteps", "600", "--save-model"]))
+    assert capsys.readouterr().err == ""
+
+
 def test_run_seeds_reports_failed_jobs(tmp_path):
     result = run_tool("run_seeds.py", ["--envs", "Hopper-v4", "--seeds", "1", "2", "--jobs", "2", "--", "--alpha", "-1"], tmp_path)
     assert result.returncode == 1

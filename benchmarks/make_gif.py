@@ -34,7 +34,7 @@ def main():
         meow.fail("--seconds must be > 0, --fps >= 1 and --width >= 16")
     try:
         ckpt = meow.load_checkpoint(args.model)
-        saved = meow.Args(**ckpt["args"])
+        saved = meow.saved_args(ckpt["args"], args.model, needed=("env_id", "alpha", "sigma_max", "sigma_min"))
         meow.check_env_id(saved.env_id)
         meow.check_rendering(saved.env_id)
     except meow.ConfigError as e:
@@ -43,7 +43,6 @@ def main():
     env = meow.make_env(saved.env_id, args.seed, render=True)()
     policy = meow.FlowPolicy(ckpt["obs_dim"], ckpt["act_dim"], saved.alpha, saved.sigma_max, saved.sigma_min)
     policy.load_state_dict(ckpt["model"])
-    policy.use_dropout(False)
     every = max(1, round(env.metadata.get("render_fps", 125) / args.fps))  # keep every n-th simulator frame
     wanted = int(args.seconds * args.fps)
     frames, total, step = [], 0.0, 0

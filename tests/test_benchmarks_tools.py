@@ -275,6 +275,20 @@ def test_plot_bad_input_gives_one_line_error_and_writes_nothing(tmp_path, monkey
         assert sorted(os.listdir(tmp_path)) == ["bad.csv"], args
 
 
+def test_make_gif_films_a_model_saved_by_another_version_of_the_script(tmp_path):
+    ckpt = torch.load(os.path.join(ROOT, "docs", "models", "Hopper-v4.pt"), weights_only=False)
+    ckpt["args"]["a_flag_of_another_version"] = 1  # --eval-checkpoint reads such files; so must make_gif
+    del ckpt["args"]["log_frequency"]
+    torch.save(ckpt, tmp_path / "model.pt")
+    env = {k: v for k, v in ENV.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    result = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "make_gif.py"), "model.pt", "out.gif", "--seconds", "1", "--width", "48"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "12 frames (1.0 s of Hopper-v4" in result.stdout
+    data = (tmp_path / "out.gif").read_bytes()
+    assert data[:6] == b"GIF89a" and struct.unpack("<H", data[6:8])[0] == 48  # the logical screen width
+
+
 def test_tune_runs_trials_into_sqlite_study(tmp_path):
     optuna = pytest.importorskip("optuna")
     storage = "sqlite:///%s" % (tmp_path / "tune.db")

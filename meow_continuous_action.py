@@ -124,12 +124,21 @@ PAPER_DEFAULTS = {
 }
 
 
+def rendering_kwargs(env_id):
+    """gymnasium's MuJoCo tasks render from a camera that stays put, which a running agent leaves within a
+    second; their models' own "track" camera follows the agent's centre of mass."""
+    entry_point = gym.spec(env_id).entry_point
+    if isinstance(entry_point, str) and entry_point.startswith("gymnasium.envs.mujoco"):
+        return dict(render_mode="rgb_array", camera_name="track")
+    return dict(render_mode="rgb_array")
+
+
 def make_env(env_id, seed, render=False):
     """A thunk that builds one env with actions rescaled to [-1, 1] and episode statistics."""
 
     def thunk():
         try:
-            env = gym.make(env_id, render_mode="rgb_array") if render else gym.make(env_id)
+            env = gym.make(env_id, **rendering_kwargs(env_id)) if render else gym.make(env_id)
         except gym.error.DependencyNotInstalled as e:
             raise ConfigError("%s needs a missing dependency: %s" % (env_id, str(e).splitlines()[0]))
         if not isinstance(env.action_space, gym.spaces.Box):

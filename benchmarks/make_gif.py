@@ -4,9 +4,10 @@
     python benchmarks/make_gif.py runs/<run>/meow_continuous_action.pt out.gif --seconds 6 --width 240
 
 It plays one episode of the model's own task (from the file) with the prior's mean pushed through the
-flow, as evaluation does, and keeps the first --seconds of it at --fps frames per second, scaled to
---width pixels, so that the file stays a few hundred KB. On a machine without a display MuJoCo
-renders with EGL (as `--capture-video` of the training script does).
+flow, as evaluation does, and keeps the first --seconds of it at about --fps frames per second (every
+n-th simulator frame, played back in real time), scaled to --width pixels, so that the file stays a few
+hundred KB. The camera is the task's own tracking camera, as for `--capture-video` of the training
+script; on a machine without a display MuJoCo renders with EGL.
 """
 import argparse
 import os
@@ -43,8 +44,9 @@ def main():
     env = meow.make_env(saved.env_id, args.seed, render=True)()
     policy = meow.FlowPolicy(ckpt["obs_dim"], ckpt["act_dim"], saved.alpha, saved.sigma_max, saved.sigma_min)
     policy.load_state_dict(ckpt["model"])
-    every = max(1, round(env.metadata.get("render_fps", 125) / args.fps))  # keep every n-th simulator frame
-    wanted = int(args.seconds * args.fps)
+    every = max(1, round(env.metadata["render_fps"] / args.fps))  # keep every n-th simulator frame
+    fps = env.metadata["render_fps"] / every  # real time
+    wanted = max(1, round(args.seconds * fps))
     frames, total, step = [], 0.0, 0
     obs, _ = env.reset(seed=args.seed)
     done = False
@@ -58,9 +60,9 @@ def main():
         done = terminated or truncated
         step += 1
     env.close()
-    meow.write_video(args.out, frames, args.fps)
+    meow.write_video(args.out, frames, fps)
     print("%s: %d frames (%.1f s of %s, return %.1f over its %d steps) -> %s, %.0f KB"
-          % (args.model, len(frames), len(frames) / args.fps, saved.env_id, total, step, args.out, os.path.getsize(args.out) / 1024))
+          % (args.model, len(frames), len(frames) / fps, saved.env_id, total, step, args.out, os.path.getsize(args.out) / 1024))
 
 
 def shrink(frame, width):

@@ -304,6 +304,30 @@ def test_capture_video_on_a_headless_machine_writes_a_video_named_by_step(tmp_pa
     assert len(frames) > 1 and frames[0].ndim == 3 and frames[0].std() > 0  # real, non-blank frames
 
 
+@pytest.mark.parametrize("env_id", ["HalfCheetah-v4", "Hopper-v4"])
+def test_rendered_frames_follow_the_agent(tmp_path, env_id):
+    # the agent moved 20 m along x after the first frame: a camera that stays put films an empty floor
+    code = """
+import meow_continuous_action as meow
+meow.check_rendering(%r)
+env = meow.make_env(%r, 0, render=True)()
+env.reset(seed=0)
+env.render()  # the first frame places the camera
+sim = env.unwrapped
+qpos = sim.data.qpos.copy()
+qpos[0] += 20.0
+sim.set_state(qpos, sim.data.qvel)
+frame = env.render().astype(int)
+red, green, blue = frame[..., 0], frame[..., 1], frame[..., 2]
+print(int(((red - green > 40) & (red - blue > 40)).sum()))  # the brown body; the floor and sky are not
+""" % (env_id, env_id)
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    env.update(PYTHONPATH=ROOT, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.split()[-1]) > 500
+
+
 def test_capture_video_without_a_working_renderer_stops_at_start(tmp_path):
     env = dict(os.environ, MUJOCO_GL="no-such-backend", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     result = subprocess.run([sys.executable, SCRIPT, "--capture-video", "--total-timesteps", "400", "--learning-starts", "300"],

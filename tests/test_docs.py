@@ -254,3 +254,69 @@ def relative_links(path):
 def test_every_linked_file_and_image_exists(path):
     missing = [t for t in relative_links(path) if not os.path.exists(os.path.join(os.path.dirname(path), t))]
     assert not missing, "%s links to missing files: %s" % (os.path.relpath(path, ROOT), missing)
+
+
+# ----------------------------------------------------------------------------- line numbers in the notes
+IMPLEMENTATION = os.path.join(ROOT, "docs", "implementation.md")
+
+
+def definitions(path):
+    """{name: [(first line, last line)]} of every function and class, also as Class.method."""
+    import ast
+
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    spans = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef):
+                    spans.setdefault("%s.%s" % (node.name, item.name), []).append((item.lineno, item.end_lineno))
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            spans.setdefault(node.name, []).append((node.lineno, node.end_lineno))
+    return spans
+
+
+def test_the_equation_table_gives_the_lines_of_the_functions_it_names():
+    with open(IMPLEMENTATION, encoding="utf-8") as f:
+        rows = [line for line in f.read().split("\n") if re.match(r"^\| E\d", line)]
+    assert len(rows) == 7
+    scripts = {3: "meow_continuous_action.py", 4: "meow_isaacgym.py"}
+    for row in rows:
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", row.strip("|"))]  # "\|" is a pipe inside a cell
+        names = re.findall(r"`([\w.]+)`", re.sub(r"\(.*?\)", "", cells[2]))
+        for column, script in scripts.items():
+            spans = definitions(os.path.join(ROOT, script))
+            ranges = [(int(a), int(b)) for a, b in re.findall(r"(\d+)-(\d+)", cells[column])]
+            assert [spans[name][0] for name in names] == ranges, (cells[0], script)
+            with open(os.path.join(ROOT, script), encoding="utf-8") as f:
+                lines = f.read().split("\n")
+            for single in re.findall(r"\(line (\d+)\)", cells[column]):
+                assert "lerp_" in lines[int(single) - 1], (cells[0], script)
+
+
+@pytest.mark.parametrize(
+    "pattern, script, text",
+    [
+        (r"`(ConditionalGaussianScale|AdditiveCoupling|TanhSquash|RewardShift|MLP|Dropout)` \((?:the prior, lines\s+)?(\d+)-(\d+)\)", "flow_layers.py", None),
+        (r"`(step_and_store)` \(lines\s+(\d+)-(\d+)\)", "meow_isaacgym.py", None),
+        (r"`(RunningMeanStd)` \(lines\s+(\d+)-(\d+)\)", "meow_isaacgym.py", None),
+        (r"the `rb.add`\s+line (\d+)", "meow_continuous_action.py", "rb.add("),
+        (r"next\s+states \(lines (\d+)-(\d+)\)", "meow_isaacgym.py", "obs_rms.update(batch.next_obs)"),
+    ],
+)
+def test_the_notes_line_numbers_point_at_what_they_name(pattern, script, text):
+    with open(IMPLEMENTATION, encoding="utf-8") as f:
+        notes = f.read()
+    matches = re.findall(pattern, notes)
+    assert matches, pattern
+    with open(os.path.join(ROOT, script), encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    spans = definitions(os.path.join(ROOT, script))
+    for match in matches:
+        if text is None:
+            name, first, last = match
+            assert spans[name] == [(int(first), int(last))], name
+        else:
+            numbers = [int(n) for n in ((match,) if isinstance(match, str) else match)]
+            assert text in "\n".join(lines[numbers[0] - 1 : numbers[-1]]), (pattern, numbers)

@@ -779,12 +779,12 @@ def read_and_check(scalars, policy, step, args, writer):
     return dict(zip(names, values[1:]))
 
 
-
 def stop_on_bad_input(what, step, writer, value=None):
     """A non-finite observation or action: one error line (with the value, when given) and exit code 1."""
     close_writer(writer)
     shown = "" if value is None else " (%s)" % np.array2string(np.asarray(value), precision=3, threshold=8)
     fail("%s is not finite at step %d%s; no model file was written" % (what, step, shown), code=1)
+
 
 class RecentRate:
     """Steps per second over the last `window` log intervals: an ETA from the current pace, not from an

@@ -138,9 +138,9 @@ def read_evals(path):
     A resumed run's writer marks the step it resumed from (a SessionLog START event at step M) and
     TensorBoard's own reader then drops every point at step >= M. That would also drop what the killed
     process logged at the checkpoint's step, before the checkpoint was taken, which the meow scripts up
-    to commit b2dd171 marked as M (later ones mark that step + 1). So this keeps
-    the points at step <= M and drops the later ones (the killed process's steps after its checkpoint);
-    a step logged twice keeps its last value."""
+    to commit b2dd171 marked as M (later ones mark that step + 1). So this keeps the points at step <= M
+    and drops the later ones (the killed process's steps after its checkpoint); a step logged twice
+    keeps its last value."""
     evals = {}
     for name in sorted(os.listdir(path)):
         if not name.startswith("events.out.tfevents."):

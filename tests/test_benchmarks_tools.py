@@ -200,6 +200,17 @@ def test_plot_rebuilds_table_and_figures_from_the_csv_alone(tmp_path):
     assert by_source["HalfCheetah-v4", "paper SAC (Fig. 3)"] == ["1959", "10994"]
 
 
+def test_readme_results_table_is_what_plot_prints_from_the_committed_csv(tmp_path):
+    """The README's table is not typed in: it is plot.py's output for benchmarks/results/mujoco_300k.csv."""
+    result = run_tool("plot.py", ["--csv", os.path.join(ROOT, "benchmarks", "results", "mujoco_300k.csv"), "--out-dir", "figs"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    results = readme[readme.index("## Results"):]
+    results = results[:results.index("\n## ", 1)]
+    assert markdown_rows(results) == markdown_rows(result.stdout)
+
+
 def test_run_seeds_resumes_cut_off_jobs_and_skips_finished_ones(tmp_path):
     own = ["--envs", "Hopper-v4", "--seeds", "1", "--jobs", "1"]
     assert run_tool("run_seeds.py", own + ["--", *TINY, "--save-model", "--save-buffer", "--checkpoint-frequency", "100"], tmp_path).returncode == 0

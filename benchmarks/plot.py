@@ -9,7 +9,9 @@ Two steps, so that anyone can redraw the figures and the table from the committe
    env, seed, step, return, commit; --commit names the code the runs were made with (they all
    come from one checkout). One experiment per file: the CSV has no exp_name column. A seed that
    was run several times counts once, with its newest run. The file is replaced only once every
-   run has been read.
+   run has been read. With --update, the runs replace only their own (env, seed) pairs in the
+   existing --csv and its other rows stay: seeds run on different machines, or run again, land in
+   one file.
 
 2. Without --export it reads --csv and, per environment, writes OUT_DIR/{env}_eval_return.png:
    the mean over seeds with a band of +-1 std (none where one seed has data), each seed as a
@@ -154,7 +156,17 @@ def read_evals(path):
     return sorted(evals.items())
 
 
-def export(patterns, commit, csv_path):
+def kept_rows(csv_path, replaced):
+    """The rows of an existing results CSV whose (env, seed) is not in `replaced`, for --update."""
+    if not os.path.isfile(csv_path):
+        fail("--update: no such file: %s (leave --update out to write a new one)" % csv_path)
+    read_results(csv_path)  # the same checks as for plotting, before anything is written
+    with open(csv_path, newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    return [tuple(row) for row in rows if (row[0], int(row[1])) not in replaced]
+
+
+def export(patterns, commit, csv_path, update=False):
     rows = []
     for (env_id, seed), run in sorted(newest_runs(find_run_dirs(patterns)).items()):
         evals = read_evals(run.path)
@@ -167,6 +179,10 @@ def export(patterns, commit, csv_path):
         print("%s seed %d: %d evaluations, last at %s: %.0f" % (env_id, seed, len(evals), format_steps(last_step), last_value))
     if not rows:
         fail("none of the runs has a %r scalar" % TAG)
+    if update:
+        kept = kept_rows(csv_path, {(env_id, seed) for env_id, seed, *_ in rows})
+        print("kept %d rows of %d other runs from %s" % (len(kept), len({row[:2] for row in kept}), csv_path))
+        rows = sorted(rows + kept, key=lambda row: (row[0], int(row[1]), int(row[2])))
     os.makedirs(os.path.dirname(csv_path) or ".", exist_ok=True)
     with open(csv_path + ".tmp", "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
@@ -286,6 +302,7 @@ def main(argv):
     parser.error = fail  # one line on stderr, exit code 2, as for every other bad input
     parser.add_argument("--export", nargs="+", metavar="RUNS", help="write --csv from these run directories, parent directories or glob patterns")
     parser.add_argument("--commit", help="with --export: the commit the runs were made with (e.g. abc1234)")
+    parser.add_argument("--update", action="store_true", help="with --export: replace only the (env, seed) pairs of these runs in the existing --csv and keep its other rows")
     parser.add_argument("--csv", default="benchmarks/results/mujoco_300k.csv", help="the results CSV: written by --export, read otherwise (default: %(default)s)")
     parser.add_argument("--out-dir", default="docs", help="where the PNGs go (default: %(default)s)")
     parser.add_argument("--steps", nargs="+", default=["100k", "200k", "300k"], help="the table's columns (default: 100k 200k 300k)")
@@ -294,10 +311,12 @@ def main(argv):
     if args.export:
         if not re.fullmatch(r"[0-9a-f]{7,40}", args.commit or ""):
             fail("--export needs --commit with the runs' commit hash, 7 to 40 hex digits (got %r)" % args.commit)
-        export(args.export, args.commit, args.csv)
+        export(args.export, args.commit, args.csv, args.update)
         return 0
     if args.commit:
         fail("--commit goes with --export (plotting takes the commit from the CSV)")
+    if args.update:
+        fail("--update goes with --export")
     checkpoints = [parse_steps(text) for text in args.steps]
     results, commits = read_results(args.csv)
     paper = read_paper()

@@ -163,6 +163,31 @@ def test_export_keeps_what_a_resumed_run_logged_before_its_checkpoint_and_drops_
         ("Walker2d-v4", "1", "10000", "1.0"), ("Walker2d-v4", "1", "20000", "2.0")]
 
 
+def test_export_update_replaces_only_the_seeds_it_exports(tmp_path, monkeypatch, capsys):
+    from torch.utils.tensorboard import SummaryWriter
+
+    monkeypatch.chdir(tmp_path)
+    writer = SummaryWriter(str(tmp_path / "runs" / "Hopper-v4__meow__2__100"))  # seed 2 run again elsewhere
+    for step, value in ((10000, 7.5), (20000, 8.5)):
+        writer.add_scalar("eval/return", value, step)
+    writer.close()
+    with pytest.raises(SystemExit) as exit:  # nothing to update: an error, and no file appears
+        plot.main(["--export", "runs", "--commit", "bbbbbbb", "--csv", "out.csv", "--update"])
+    assert exit.value.code == 2 and capsys.readouterr().err.startswith("error: --update: no such file: out.csv")
+    assert sorted(os.listdir(tmp_path)) == ["runs"]
+
+    old = [["env", "seed", "step", "return", "commit"],
+           ["Hopper-v4", "1", "10000", "1.0", "aaaaaaa"], ["Hopper-v4", "1", "20000", "2.0", "aaaaaaa"],
+           ["Hopper-v4", "2", "10000", "3.0", "aaaaaaa"], ["Hopper-v4", "2", "20000", "4.0", "aaaaaaa"], ["Hopper-v4", "2", "30000", "5.0", "aaaaaaa"],
+           ["Walker2d-v4", "2", "10000", "6.0", "aaaaaaa"]]
+    with open("out.csv", "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(old)
+    assert plot.main(["--export", "runs", "--commit", "bbbbbbb", "--csv", "out.csv", "--update"]) == 0
+    assert "kept 3 rows of 2 other runs from out.csv" in capsys.readouterr().out
+    # the old seed-2 rows all go, its 30k included; the other runs keep their rows and their commit
+    assert read_csv(tmp_path / "out.csv") == old[:3] + [["Hopper-v4", "2", "10000", "7.5", "bbbbbbb"], ["Hopper-v4", "2", "20000", "8.5", "bbbbbbb"]] + old[6:]
+
+
 def test_plot_rebuilds_table_and_figures_from_the_csv_alone(tmp_path):
     result = run_tool("plot.py", ["--csv", os.path.join(ROOT, "tests", "data", "results_2envs_2seeds.csv"), "--out-dir", "figs"], tmp_path)
     assert result.returncode == 0, result.stderr
@@ -263,6 +288,7 @@ def test_plot_bad_input_gives_one_line_error_and_writes_nothing(tmp_path, monkey
         (["--export", str(tmp_path), "--csv", "out.csv"], "error: --export needs --commit"),
         (["--export", str(tmp_path), "--commit", "HEAD", "--csv", "out.csv"], "error: --export needs --commit"),
         (["--commit", "abc1234", "--csv", str(bad)], "error: --commit goes with --export"),
+        (["--update", "--csv", str(bad)], "error: --update goes with --export"),
         (["--csv", "missing.csv"], "error: no such file: missing.csv"),
         (["--csv", str(bad), "--steps", "10x"], "error: --steps takes positive step counts"),
         (["--csv", str(bad), "--no-such-flag"], "error: unrecognized arguments: --no-such-flag"),

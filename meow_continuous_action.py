@@ -423,6 +423,7 @@ def main(args):
     update, optimizer = make_update(policy, target_policy, args.learning_rate, args.gamma, args.tau, args.max_grad_norm, compile)
     sample = maybe_compile(policy.sample, compile, device, "the action sampling")
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+    bias = ValueBias(1, args.alpha, args.gamma, device)
 
     obs, _ = env.reset(seed=args.seed)
     last_return, last_eval, loss = float("nan"), float("nan"), None
@@ -438,6 +439,7 @@ def main(args):
         set_env_rng_state(env, ckpt["env_rng"])
         set_env_rng_state(eval_env, ckpt["eval_env_rng"])
         last_return, last_eval = ckpt["last_return"], ckpt["last_eval"]
+        bias.load_state_dict(ckpt.get("value_bias", bias.state_dict()))  # absent from checkpoints before the measure
         obs, _ = env.reset()  # the checkpoint was taken between two episodes
     next_checkpoint = (start_step // args.checkpoint_frequency + 1) * args.checkpoint_frequency
     rate = RecentRate(start_step)
@@ -445,9 +447,12 @@ def main(args):
     for global_step in range(start_step, args.total_timesteps):
         if global_step < args.learning_starts:
             action = env.action_space.sample()
+            bias.act_randomly()
         else:
+            policy_obs = torch.as_tensor(obs, dtype=torch.float32, device=device)[None]
             with torch.no_grad():
-                action, _ = sample(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])
+                action, log_prob = sample(policy_obs)
+            bias.act(policy, policy_obs, log_prob)
             action = action[0].cpu().numpy()
             if not np.isfinite(action).all():  # on the host anyway: stop before the env sees it
                 read_and_check({"losses/qf_loss": loss} if loss is not None else {}, policy, global_step, args, writer)
@@ -458,9 +463,11 @@ def main(args):
             stop_on_bad_input("the environment's observation", global_step + 1, writer, next_obs)
         # next_obs is the true successor even at a time-out (a single env does not autoreset), so the
         # transition is stored as is: a time-out bootstraps from it, a termination does not (terminated=1)
-        rb.add(*as_batch(obs, action, reward, next_obs, terminated, device=device))
+        transition = as_batch(obs, action, reward, next_obs, terminated, device=device)
+        rb.add(*transition)
         obs = next_obs
         episode_over = terminated or truncated
+        bias.step(transition[2], episode_over, tail=bias.tail_value(target_policy, transition[3]) if truncated and not terminated else None)
         step = global_step + 1  # env steps taken: the x axis of every tag
         if episode_over:
             last_return = float(info["episode"]["r"])
@@ -482,7 +489,8 @@ def main(args):
             scalars = {"losses/qf_loss": loss} if loss is not None else {}
             if loss is not None:
                 scalars.update(diagnostics(policy, rb.sample(args.batch_size)))
-            scalars = read_and_check(scalars, policy, step, args, writer)
+            scalars.update(bias.pop())
+            scalars = bias.review(read_and_check(scalars, policy, step, args, writer), step)
             sps = rate.add(step)
             scalars["charts/SPS"] = sps
             for tag, value in scalars.items():
@@ -501,6 +509,7 @@ def main(args):
                 state.update(
                     target=target_policy.state_dict(), optimizer=optimizer.state_dict(), buffer=rb.state_dict() if args.save_buffer else None,
                     rng=rng_state(), env_rng=env_rng_state(env), eval_env_rng=env_rng_state(eval_env), last_return=last_return, last_eval=last_eval,
+                    value_bias=bias.state_dict(),
                 )
                 save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), state)
                 next_checkpoint = (step // args.checkpoint_frequency + 1) * args.checkpoint_frequency
@@ -810,6 +819,109 @@ def format_eta(seconds):
         return "?"
     seconds = int(max(seconds, 0))
     return "%dh%02dm%02ds" % (seconds // 3600, seconds % 3600 // 60, seconds % 60)
+
+
+# The value bias: how far Q is from the returns the agent gets
+VALUE_BIAS_BOUND = 10.0  # a normalised bias beyond +-10 (Q off by ten times the returns' scale) ...
+VALUE_BIAS_LOG_POINTS = 3  # ... at this many measured log points in a row is out of bounds: one warning per run
+
+
+class ValueBias:
+    """The overestimation measure of TD3 and REDQ for MEow's soft Q, over the training episodes finished
+    since the last log point: the network's Q_t = min_k Q_k(s_t, a_t), the value the target (E5) takes,
+    against the discounted soft return collected from s_t in an episode of T steps,
+
+      G_t = sum_{k>=t} gamma^(k-t) r_k - alpha sum_{k>t} gamma^(k-t) log pi(a_k|s_k)  [+ gamma^(T-t) min_k V_target,k(s_T)
+            where a time-out cut the episode and its stored transition bootstraps, as E5 does].
+
+    Q_t is read from the network that chose a_t, when it chose it: Q_k - V_k = alpha log pi (E3, E4), so
+    Q_t = alpha log pi(a_t|s_t) + min_k V_k(s_t) with the log pi that acting computed. The normalised bias
+    (mean Q - mean G) / mean S divides by S_t, which is G_t with every reward and entropy term taken by its
+    size and no bootstrap: S_t >= |G_t|, equal when no term cancels another (REDQ divides by |mean G|),
+    and not near 0 where rewards and entropy cancel in G. An episode with random warm-up actions (no
+    log pi) is not measured.
+
+    Running sums per env replace stored episodes: with w_k = 1 + gamma + ... + gamma^k, sum over t of G_t
+    is sum_k (w_k r_k - (w_k - 1) alpha log pi_k) + gamma w_(T-1) V_target(s_T). Nothing here draws a
+    random number or waits for the device: pop() hands device tensors to the log point's one read.
+    """
+
+    def __init__(self, num_envs, alpha, gamma, device):
+        self.alpha, self.gamma = alpha, gamma
+        self.weight = torch.zeros(num_envs, dtype=torch.float64, device=device)  # w_k of each env's last step
+        self.sums = torch.zeros(num_envs, 4, dtype=torch.float64, device=device)  # states, sums of Q_t, G_t, S_t
+        self.alpha_log_prob, self.q = torch.zeros_like(self.weight), torch.zeros_like(self.weight)  # of the step being taken
+        self.whole = torch.ones(num_envs, dtype=torch.bool, device=device)  # every action of the episode so far was the policy's
+        self.finished = torch.zeros(5, dtype=torch.float64, device=device)  # episodes, states, sums of Q_t, G_t, S_t
+        self.streak, self.warned = 0, False
+
+    def act(self, policy, obs, log_prob):
+        """The policy chose this step's actions in `obs` (as the network reads them), with `log_prob`."""
+        with torch.no_grad():
+            self.alpha_log_prob = self.alpha * log_prob.double()
+            self.q = self.alpha_log_prob + policy.value(obs).min(dim=1).values.double()
+
+    def act_randomly(self):
+        """A warm-up step of random actions: they have no log pi, so their episodes are not measured."""
+        self.whole = torch.zeros_like(self.whole)
+
+    def step(self, rewards, ended, valid=None, tail=None):
+        """Add the step just taken. `ended`: it ends the env's episode (a bool, or a bool tensor per env);
+        `valid`: False for an env stepping out of an ended episode (no transition; its sums start afresh);
+        `tail`: min_k V_target,k(s_T) where a time-out cut the episode and E5 bootstraps, else 0."""
+        ended = torch.as_tensor(ended, device=self.weight.device).expand(len(self.weight))
+        weight, rewards = self.gamma * self.weight + 1, rewards.double()
+        soft_return = weight * rewards - (weight - 1) * self.alpha_log_prob
+        if tail is not None:
+            soft_return = soft_return + self.gamma * weight * tail.double()
+        size = weight * rewards.abs() + (weight - 1) * self.alpha_log_prob.abs()
+        sums = self.sums + torch.stack([torch.ones_like(weight), self.q, soft_return, size], dim=1)
+        if valid is not None:
+            ended, sums, weight, self.whole = ended & valid, sums * valid[:, None], weight * valid, self.whole | ~valid
+        counted = (ended & self.whole).double()
+        self.finished = self.finished + torch.cat([counted.sum()[None], counted @ sums])
+        kept = 1.0 - ended.double()
+        self.sums, self.weight, self.whole = sums * kept[:, None], weight * kept, self.whole | ended
+
+    @staticmethod
+    def tail_value(target_policy, next_obs):
+        """min_k V_target,k(s_T) (E4), from which E5 bootstraps a time-out: where the soft return goes on."""
+        with torch.no_grad():
+            return target_policy.value(next_obs).min(dim=1).values
+
+    def pop(self):
+        """Device scalars for the log point's read: the episodes measured since the last pop and, over their
+        states, the mean Q, the mean G and the normalised bias (all 0 when none was measured)."""
+        episodes, states, q, g, size = self.finished.unbind()
+        self.finished = torch.zeros_like(self.finished)
+        states = states.clamp(min=1)
+        q, g, size = q / states, g / states, size / states
+        # size is 0 only if the episodes were of one step each with reward 0
+        return {"bias/episodes": episodes, "bias/q_value": q, "bias/soft_return": g, "bias/normalised": (q - g) / size.clamp(min=1e-8)}
+
+    def review(self, values, step):
+        """After the read: drop the episode count, and the bias tags when no episode was measured; warn once
+        per run (one `warning:` line, the run goes on) when the normalised bias has stayed beyond
+        +-VALUE_BIAS_BOUND at VALUE_BIAS_LOG_POINTS measured log points in a row. Returns `values`."""
+        episodes = values.pop("bias/episodes")
+        if not episodes:
+            for tag in ("bias/q_value", "bias/soft_return", "bias/normalised"):
+                del values[tag]
+            return values
+        self.streak = self.streak + 1 if abs(values["bias/normalised"]) > VALUE_BIAS_BOUND else 0
+        if self.streak >= VALUE_BIAS_LOG_POINTS and not self.warned:
+            self.warned = True
+            print("warning: Q has run away from the returns at step %d: mean Q %.4g against a mean soft return of %.4g over the "
+                  "last %d episodes, a normalised bias of %.3g, beyond +-%g at %d log points in a row (tags bias/*); the run goes on"
+                  % (step, values["bias/q_value"], values["bias/soft_return"], episodes, values["bias/normalised"], VALUE_BIAS_BOUND,
+                     self.streak), file=sys.stderr, flush=True)
+        return values
+
+    def state_dict(self):
+        return {"streak": self.streak, "warned": self.warned}
+
+    def load_state_dict(self, state):
+        self.streak, self.warned = state["streak"], state["warned"]
 
 
 # Checkpoints and RNG state

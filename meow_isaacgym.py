@@ -369,7 +369,8 @@ class ReplayBuffer:
 
 
 def step_and_store(envs, rb, obs, dones, actions, bootstrap_timeouts):
-    """Step the envs and store the transitions; returns (next_obs, next_dones).
+    """Step the envs and store the transitions; returns (next_obs, next_dones, rewards, cut): cut marks
+    the episodes a time-out ended whose last transition bootstraps.
 
     The step out of an ended episode restarts the env, so it is stored masked out; a time-out
     bootstraps from its last state (terminated = 0) unless time-outs are treated as terminal.
@@ -377,7 +378,7 @@ def step_and_store(envs, rb, obs, dones, actions, bootstrap_timeouts):
     next_obs, rewards, next_dones, time_outs = envs.step(actions)
     terminated = next_dones & ~time_outs if bootstrap_timeouts else next_dones
     rb.add(obs, actions, rewards, next_obs, terminated.float(), (~dones).float())
-    return next_obs, next_dones
+    return next_obs, next_dones, rewards, next_dones & ~terminated
 
 
 def evaluate(policy, obs_rms, envs, episodes):
@@ -635,6 +636,7 @@ def main(args):
     sample = maybe_compile(policy.sample, compile, device, "the action sampling")
     obs_rms = RunningMeanStd(obs_dim).to(device)
     rb = ReplayBuffer(args.buffer_steps_per_env, n, obs_dim, act_dim, device)
+    bias = ValueBias(n, args.alpha, args.gamma, device)
 
     last_return, last_eval, loss = float("nan"), float("nan"), None
     if ckpt is not None:
@@ -648,6 +650,7 @@ def main(args):
             print("note: the checkpoint has no replay buffer (--save-buffer); updates wait for %d new vectorized steps" % args.learning_starts)
         set_rng_state(ckpt["rng"])
         last_return, last_eval = ckpt["last_return"], ckpt["last_eval"]
+        bias.load_state_dict(ckpt.get("value_bias", bias.state_dict()))  # absent from checkpoints before the measure
 
     def model_state():
         return {"model": policy.state_dict(), "obs_rms": obs_rms.state_dict(), "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim}
@@ -659,10 +662,15 @@ def main(args):
     for iteration in range(start_iteration, iterations):
         if iteration < args.learning_starts:
             actions = torch.rand(n, act_dim, device=device) * 2 - 1
+            bias.act_randomly()
         else:
+            policy_obs = obs_rms(obs)
             with torch.no_grad():
-                actions, _ = sample(obs_rms(obs))
-        obs, dones = step_and_store(envs, rb, obs, dones, actions, args.timeouts == "bootstrap")
+                actions, log_prob = sample(policy_obs)
+            bias.act(policy, policy_obs, log_prob)
+        valid = ~dones  # an env that ended its episode restarts in this step: no transition
+        obs, dones, rewards, cut = step_and_store(envs, rb, obs, dones, actions, args.timeouts == "bootstrap")
+        bias.step(rewards, dones, valid, bias.tail_value(target_policy, obs_rms(obs)) * cut if args.timeouts == "bootstrap" else None)
         bad = torch.stack([~obs.isfinite().all(), ~actions.isfinite().all()])
         first_not_finite = torch.where(bad & (first_not_finite < 0), iteration, first_not_finite)
 
@@ -691,10 +699,11 @@ def main(args):
             if loss is not None:
                 batch = rb.sample(args.batch_size)
                 scalars.update(diagnostics(policy, batch._replace(obs=obs_rms(batch.obs))))
+            scalars.update(bias.pop())
             bad_obs, bad_action = first_not_finite.tolist()
             if bad_obs >= 0 and not 0 <= bad_action <= bad_obs:  # the envs' fault, not a policy's NaN action stepped
                 stop_on_bad_input("an observation of the envs", (bad_obs + 1) * n, writer)
-            scalars = read_and_check(scalars, policy, step, args, writer)
+            scalars = bias.review(read_and_check(scalars, policy, step, args, writer), step)
             if bad_action >= 0:
                 stop_on_bad_input("an action of the policy", bad_action * n, writer)
             sps = rate.add(step)
@@ -717,6 +726,7 @@ def main(args):
             state.update(
                 iteration=iteration + 1, step=step, target=target_policy.state_dict(), optimizer=optimizer.state_dict(),
                 buffer=rb.state_dict() if args.save_buffer else None, rng=rng_state(), last_return=last_return, last_eval=last_eval,
+                value_bias=bias.state_dict(),
             )
             save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), state)
 
@@ -1045,6 +1055,109 @@ def format_eta(seconds):
         return "?"
     seconds = int(max(seconds, 0))
     return "%dh%02dm%02ds" % (seconds // 3600, seconds % 3600 // 60, seconds % 60)
+
+
+# The value bias: how far Q is from the returns the agent gets
+VALUE_BIAS_BOUND = 10.0  # a normalised bias beyond +-10 (Q off by ten times the returns' scale) ...
+VALUE_BIAS_LOG_POINTS = 3  # ... at this many measured log points in a row is out of bounds: one warning per run
+
+
+class ValueBias:
+    """The overestimation measure of TD3 and REDQ for MEow's soft Q, over the training episodes finished
+    since the last log point: the network's Q_t = min_k Q_k(s_t, a_t), the value the target (E5) takes,
+    against the discounted soft return collected from s_t in an episode of T steps,
+
+      G_t = sum_{k>=t} gamma^(k-t) r_k - alpha sum_{k>t} gamma^(k-t) log pi(a_k|s_k)  [+ gamma^(T-t) min_k V_target,k(s_T)
+            where a time-out cut the episode and its stored transition bootstraps, as E5 does].
+
+    Q_t is read from the network that chose a_t, when it chose it: Q_k - V_k = alpha log pi (E3, E4), so
+    Q_t = alpha log pi(a_t|s_t) + min_k V_k(s_t) with the log pi that acting computed. The normalised bias
+    (mean Q - mean G) / mean S divides by S_t, which is G_t with every reward and entropy term taken by its
+    size and no bootstrap: S_t >= |G_t|, equal when no term cancels another (REDQ divides by |mean G|),
+    and not near 0 where rewards and entropy cancel in G. An episode with random warm-up actions (no
+    log pi) is not measured.
+
+    Running sums per env replace stored episodes: with w_k = 1 + gamma + ... + gamma^k, sum over t of G_t
+    is sum_k (w_k r_k - (w_k - 1) alpha log pi_k) + gamma w_(T-1) V_target(s_T). Nothing here draws a
+    random number or waits for the device: pop() hands device tensors to the log point's one read.
+    """
+
+    def __init__(self, num_envs, alpha, gamma, device):
+        self.alpha, self.gamma = alpha, gamma
+        self.weight = torch.zeros(num_envs, dtype=torch.float64, device=device)  # w_k of each env's last step
+        self.sums = torch.zeros(num_envs, 4, dtype=torch.float64, device=device)  # states, sums of Q_t, G_t, S_t
+        self.alpha_log_prob, self.q = torch.zeros_like(self.weight), torch.zeros_like(self.weight)  # of the step being taken
+        self.whole = torch.ones(num_envs, dtype=torch.bool, device=device)  # every action of the episode so far was the policy's
+        self.finished = torch.zeros(5, dtype=torch.float64, device=device)  # episodes, states, sums of Q_t, G_t, S_t
+        self.streak, self.warned = 0, False
+
+    def act(self, policy, obs, log_prob):
+        """The policy chose this step's actions in `obs` (as the network reads them), with `log_prob`."""
+        with torch.no_grad():
+            self.alpha_log_prob = self.alpha * log_prob.double()
+            self.q = self.alpha_log_prob + policy.value(obs).min(dim=1).values.double()
+
+    def act_randomly(self):
+        """A warm-up step of random actions: they have no log pi, so their episodes are not measured."""
+        self.whole = torch.zeros_like(self.whole)
+
+    def step(self, rewards, ended, valid=None, tail=None):
+        """Add the step just taken. `ended`: it ends the env's episode (a bool, or a bool tensor per env);
+        `valid`: False for an env stepping out of an ended episode (no transition; its sums start afresh);
+        `tail`: min_k V_target,k(s_T) where a time-out cut the episode and E5 bootstraps, else 0."""
+        ended = torch.as_tensor(ended, device=self.weight.device).expand(len(self.weight))
+        weight, rewards = self.gamma * self.weight + 1, rewards.double()
+        soft_return = weight * rewards - (weight - 1) * self.alpha_log_prob
+        if tail is not None:
+            soft_return = soft_return + self.gamma * weight * tail.double()
+        size = weight * rewards.abs() + (weight - 1) * self.alpha_log_prob.abs()
+        sums = self.sums + torch.stack([torch.ones_like(weight), self.q, soft_return, size], dim=1)
+        if valid is not None:
+            ended, sums, weight, self.whole = ended & valid, sums * valid[:, None], weight * valid, self.whole | ~valid
+        counted = (ended & self.whole).double()
+        self.finished = self.finished + torch.cat([counted.sum()[None], counted @ sums])
+        kept = 1.0 - ended.double()
+        self.sums, self.weight, self.whole = sums * kept[:, None], weight * kept, self.whole | ended
+
+    @staticmethod
+    def tail_value(target_policy, next_obs):
+        """min_k V_target,k(s_T) (E4), from which E5 bootstraps a time-out: where the soft return goes on."""
+        with torch.no_grad():
+            return target_policy.value(next_obs).min(dim=1).values
+
+    def pop(self):
+        """Device scalars for the log point's read: the episodes measured since the last pop and, over their
+        states, the mean Q, the mean G and the normalised bias (all 0 when none was measured)."""
+        episodes, states, q, g, size = self.finished.unbind()
+        self.finished = torch.zeros_like(self.finished)
+        states = states.clamp(min=1)
+        q, g, size = q / states, g / states, size / states
+        # size is 0 only if the episodes were of one step each with reward 0
+        return {"bias/episodes": episodes, "bias/q_value": q, "bias/soft_return": g, "bias/normalised": (q - g) / size.clamp(min=1e-8)}
+
+    def review(self, values, step):
+        """After the read: drop the episode count, and the bias tags when no episode was measured; warn once
+        per run (one `warning:` line, the run goes on) when the normalised bias has stayed beyond
+        +-VALUE_BIAS_BOUND at VALUE_BIAS_LOG_POINTS measured log points in a row. Returns `values`."""
+        episodes = values.pop("bias/episodes")
+        if not episodes:
+            for tag in ("bias/q_value", "bias/soft_return", "bias/normalised"):
+                del values[tag]
+            return values
+        self.streak = self.streak + 1 if abs(values["bias/normalised"]) > VALUE_BIAS_BOUND else 0
+        if self.streak >= VALUE_BIAS_LOG_POINTS and not self.warned:
+            self.warned = True
+            print("warning: Q has run away from the returns at step %d: mean Q %.4g against a mean soft return of %.4g over the "
+                  "last %d episodes, a normalised bias of %.3g, beyond +-%g at %d log points in a row (tags bias/*); the run goes on"
+                  % (step, values["bias/q_value"], values["bias/soft_return"], episodes, values["bias/normalised"], VALUE_BIAS_BOUND,
+                     self.streak), file=sys.stderr, flush=True)
+        return values
+
+    def state_dict(self):
+        return {"streak": self.streak, "warned": self.warned}
+
+    def load_state_dict(self, state):
+        self.streak, self.warned = state["streak"], state["warned"]
 
 
 # Checkpoints and RNG state

@@ -212,7 +212,9 @@ def test_gymnasium_adapter_splits_timeouts_and_stores_no_cross_episode_transitio
     assert not dones.any()  # gymnasium's reset observations are real first states
     ends = []
     for _ in range(40):
-        obs, dones = mig.step_and_store(envs, rb, obs, dones, torch.rand(3, 1) * 2 - 1, bootstrap_timeouts)
+        obs, dones, _, cut = mig.step_and_store(envs, rb, obs, dones, torch.rand(3, 1) * 2 - 1, bootstrap_timeouts)
+        # cut: the episodes a time-out ended (step 7) whose last transition bootstraps
+        assert np.array_equal(cut.numpy(), dones.numpy() & (obs.numpy()[:, 1] == 7) & bootstrap_timeouts)
         # an ended episode hands back its own last observation (Isaac semantics), not the next one's first
         assert np.all(obs.numpy()[dones.numpy(), 1] >= 5)
         ends.append(obs.numpy()[dones.numpy(), 1])
@@ -235,7 +237,7 @@ def test_isaacgym_adapter_masks_restart_steps(fake_isaacgym):
     obs, dones = envs.reset()
     assert dones.all()  # a new VecTask resets every env during its first step
     for _ in range(120):
-        obs, dones = mig.step_and_store(envs, rb, obs, dones, torch.rand(8, 2) * 2 - 1, bootstrap_timeouts=True)
+        obs, dones, _, _ = mig.step_and_store(envs, rb, obs, dones, torch.rand(8, 2) * 2 - 1, bootstrap_timeouts=True)
     valid = rb.valid[: rb.size].numpy()
     assert valid[:8].sum() == 0  # the first step leaves the zero observations of an unstarted VecTask
     # leaving the disc (distance > 1) terminates and does not bootstrap; a time-out (step 19) does, and wins
@@ -320,6 +322,8 @@ def test_gymnasium_backend_trains_hopper_with_4_envs(tmp_path, monkeypatch, caps
     for tag in ("charts/episodic_return", "charts/SPS", "losses/qf_loss", "eval/return"):
         assert tag in acc.Tags()["scalars"], tag
     assert np.isfinite([e.value for e in acc.Scalars("losses/qf_loss")]).all()
+    for tag in ("bias/q_value", "bias/soft_return", "bias/normalised"):  # measured episodes, time-outs bootstrapping
+        assert np.isfinite([e.value for e in acc.Scalars(tag)]).all(), tag
     out = capsys.readouterr().out
     assert "defaults: no paper row for Hopper: the Ant row (Isaac Gym table)" in out and "timeouts=bootstrap" in out
     returns = mig.main(mig.Args(eval_checkpoint=os.path.join(run_dir, "meow_isaacgym.pt"), eval_episodes=2))
@@ -386,6 +390,8 @@ def test_log_points_carry_the_diagnostics(fake_isaacgym, tmp_path, monkeypatch, 
     for tag in ("losses/q_values", "losses/v_values", "charts/entropy", "charts/prior_log_std", "charts/action_saturation"):
         values = [e.value for e in acc.Scalars(tag)]
         assert len(values) == 4 and np.isfinite(values).all(), tag  # at 640, 960, 1280, 1600: after learning starts (320)
+    for tag in ("bias/q_value", "bias/soft_return", "bias/normalised"):  # episodes begun after 320 end by 640 (at most 20 steps)
+        assert [e.step for e in acc.Scalars(tag)] == [640, 960, 1280, 1600], tag
     assert "| entropy " in capsys.readouterr().out
 
 

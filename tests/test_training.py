@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "meow_continuous_action.py")
 TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "losses/qf_loss", "eval/return"]
 DIAGNOSTICS = ["losses/q_values", "losses/v_values", "charts/entropy", "charts/prior_log_std", "charts/action_saturation"]
+BIAS = ["bias/q_value", "bias/soft_return", "bias/normalised"]  # at log points where a measured episode has ended
 
 
 # ------------------------------------------------------------------ replay buffer
@@ -159,6 +160,9 @@ def test_hopper_trains_evaluates_and_logs(hopper_run):
     for tag in DIAGNOSTICS:  # read at the same log points, finite
         points = acc.Scalars(tag)
         assert [e.step for e in points] == [400, 500, 600, 700] and all(np.isfinite(e.value) for e in points), tag
+    for tag in BIAS:  # episodes that began after the random warm-up (300) and have ended
+        points = acc.Scalars(tag)
+        assert points and {e.step for e in points} <= {400, 500, 600, 700} and all(np.isfinite(e.value) for e in points), tag
     entropy, log_std = acc.Scalars("charts/entropy")[-1].value, acc.Scalars("charts/prior_log_std")[-1].value
     assert -5.0 <= log_std <= -0.3  # inside the paper's Hopper bounds
     assert 0.0 <= acc.Scalars("charts/action_saturation")[-1].value <= 1.0

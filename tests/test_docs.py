@@ -320,3 +320,13 @@ def test_the_notes_line_numbers_point_at_what_they_name(pattern, script, text):
         else:
             numbers = [int(n) for n in ((match,) if isinstance(match, str) else match)]
             assert text in "\n".join(lines[numbers[0] - 1 : numbers[-1]]), (pattern, numbers)
+
+
+def test_the_notes_cite_both_copies_of_shared_code_by_their_lines():
+    """`name` (A-B / C-D): the lines of `name` in meow_continuous_action.py, then in meow_isaacgym.py."""
+    with open(IMPLEMENTATION, encoding="utf-8") as f:
+        matches = re.findall(r"`([\w.]+)`\s+\((\d+)-(\d+)\s+/\s+(\d+)-(\d+)\)", f.read())
+    assert {m[0] for m in matches} >= {"flatten_parameters", "maybe_compile", "FlowPolicy.dropout_masks", "ValueBias"}
+    spans = [definitions(os.path.join(ROOT, script)) for script in ("meow_continuous_action.py", "meow_isaacgym.py")]
+    for name, *lines in matches:
+        assert [spans[0][name], spans[1][name]] == [[(int(lines[0]), int(lines[1]))], [(int(lines[2]), int(lines[3]))]], name

@@ -139,8 +139,10 @@ def test_q_is_min_over_the_columns_of_the_networks_q_at_the_action_it_sampled():
     assert torch.allclose(bias.q.float(), q.min(dim=1).values, atol=1e-4)
 
 
-def review_series(normalised, capsys, episodes=None):
+def review_series(normalised, capsys, episodes=None, state=None):
     bias = meow.ValueBias(1, ALPHA, GAMMA, "cpu")
+    if state is not None:
+        bias.load_state_dict(state)
     logged = []
     for i, b in enumerate(normalised):
         count = 4 if episodes is None else episodes[i]
@@ -154,6 +156,9 @@ def test_the_warning_fires_once_when_the_bias_stays_out_of_bounds(capsys):
     assert "at step 4000" in warnings[0] and "mean Q 4000" in warnings[0] and "normalised bias of 40" in warnings[0]
     assert "over the last 4 episodes" in warnings[0] and "beyond +-10 at 3 log points in a row" in warnings[0]
     assert all("bias/episodes" not in values and "bias/normalised" in values for values in logged)
+    # a run resumed from a checkpoint keeps its state: the streak goes on, the warning does not come again
+    assert review_series([20.0], capsys, state={"streak": 2, "warned": True})[0] == []
+    assert len(review_series([20.0], capsys, state={"streak": 2, "warned": False})[0]) == 1
 
 
 @pytest.mark.parametrize("series", [[0.5, -0.8, 2.0, 9.9, -9.9, 1.0], [11.0, 12.0, 0.2, 11.0, 12.0, -3.0, 15.0, 20.0]],

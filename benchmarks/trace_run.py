@@ -142,6 +142,10 @@ def mkl_code_path():
     return lines[0][len("MKL_VERBOSE ") :] if lines else "not used"
 
 
+# environment variables that choose kernels or threads (MKL's code path, ATen's CPU capability, inductor, OpenMP)
+NUMERICS_VARIABLES = ("MKL_", "ATEN_CPU_CAPABILITY", "TORCHINDUCTOR_", "OMP_", "KMP_")
+
+
 def machine(compiled):
     import mujoco
 
@@ -157,6 +161,7 @@ def machine(compiled):
         "cpu": cpu_model(), "cpu_flags": cpu_flags(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "inductor_vec_isa": inductor_isa(compiled), "mkl": mkl_code_path(), "torch": torch.__version__, "numpy": np.__version__, "mujoco": mujoco.__version__,
         "gymnasium": gym.__version__, "python": platform.python_version(), "commit": commit, "code": code,
+        "environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith(NUMERICS_VARIABLES)},
     }
 
 

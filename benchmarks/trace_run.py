@@ -142,8 +142,10 @@ def mkl_code_path():
     return lines[0][len("MKL_VERBOSE ") :] if lines else "not used"
 
 
-# environment variables that choose kernels or threads (MKL's code path, ATen's CPU capability, inductor, OpenMP)
+# environment variables that choose kernels or threads (MKL's code path, ATen's CPU capability, inductor, OpenMP),
+# as the process started with them (torch.compile sets some of its own later)
 NUMERICS_VARIABLES = ("MKL_", "ATEN_CPU_CAPABILITY", "TORCHINDUCTOR_", "OMP_", "KMP_")
+ENVIRONMENT = {k: v for k, v in sorted(os.environ.items()) if k.startswith(NUMERICS_VARIABLES)}
 
 
 def machine(compiled):
@@ -161,7 +163,7 @@ def machine(compiled):
         "cpu": cpu_model(), "cpu_flags": cpu_flags(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "inductor_vec_isa": inductor_isa(compiled), "mkl": mkl_code_path(), "torch": torch.__version__, "numpy": np.__version__, "mujoco": mujoco.__version__,
         "gymnasium": gym.__version__, "python": platform.python_version(), "commit": commit, "code": code,
-        "environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith(NUMERICS_VARIABLES)},
+        "environment": ENVIRONMENT,
     }
 
 
@@ -227,7 +229,7 @@ def tanh_paths(act_dim, compiled):
     def vectorised(z):  # one large contiguous tensor, as in a batch
         return torch.tanh(z)
 
-    def strided(z):  # every other element of a larger tensor: ATen's element-by-element loop
+    def strided(z):  # every other element of a larger tensor: ATen's loop for non-contiguous inputs
         holder = torch.zeros(2 * z.numel())
         holder[::2] = z
         return torch.tanh(holder[::2])

@@ -523,7 +523,7 @@ def timeline(trace):
             b += 1
         if i == len(train["kinds"]):
             break
-        action, output = chunks(train["actions"][DIGITS * i : DIGITS * (i + 1)])[0], train["outputs"][DIGITS * i : DIGITS * (i + 1)]
+        action, output = train["actions"][DIGITS * i : DIGITS * (i + 1)], train["outputs"][DIGITS * i : DIGITS * (i + 1)]
         if train["kinds"][i] == "r":
             yield "train env", "training env reset (event %d): observation" % i, output, None
             continue

@@ -133,7 +133,7 @@ def test_export_reads_the_newest_run_of_each_seed(tmp_path):
     write_run("Hopper-v4__sac__3__400", [(10000, 1.0)])
     before = (tmp_path / "out.csv").read_bytes()
     result = run_tool("plot.py", ["--export", "runs", "--commit", "0123abcd", "--csv", "out.csv"], tmp_path)
-    assert result.returncode == 2 and result.stderr == "error: runs of several experiments (meow, sac): export one at a time, e.g. with a pattern 'runs/*__NAME__*'\n"
+    assert result.returncode == 2 and result.stderr == "error: runs of several experiments (meow, sac): export one at a time, e.g. with a pattern 'runs/*__NAME__*', or all with --forks\n"
     assert (tmp_path / "out.csv").read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["out.csv", "runs"]
 
@@ -186,6 +186,52 @@ def test_export_update_replaces_only_the_seeds_it_exports(tmp_path, monkeypatch,
     assert "kept 3 rows of 2 other runs from out.csv" in capsys.readouterr().out
     # the old seed-2 rows all go, its 30k included; the other runs keep their rows and their commit
     assert read_csv(tmp_path / "out.csv") == old[:3] + [["Hopper-v4", "2", "10000", "7.5", "bbbbbbb"], ["Hopper-v4", "2", "20000", "8.5", "bbbbbbb"]] + old[6:]
+
+
+def test_export_forks_puts_several_experiments_in_one_csv_with_a_fork_column(tmp_path, monkeypatch, capsys):
+    from torch.utils.tensorboard import SummaryWriter
+
+    def write_run(name, points, extra=()):
+        writer = SummaryWriter(str(tmp_path / "runs" / name))
+        for step, value in points:
+            writer.add_scalar("eval/return", value, step)
+        for step, value in extra:
+            writer.add_scalar("eval/return_stochastic", value, step)
+        writer.add_scalar("charts/episodic_return", -1.0, 10000)  # another tag, not exported
+        writer.close()
+
+    write_run("HalfCheetah-v4__vanilla__1__100", [(50000, 10.0), (100000, 20.0)])
+    write_run("HalfCheetah-v4__vanilla__2__100", [(50000, 30.0), (100000, 60.0)])
+    write_run("HalfCheetah-v4__both_evals__1__100", [(50000, 1000.0), (100000, 3000.0)], extra=[(50000, 900.0), (100000, 2500.0)])
+    monkeypatch.chdir(tmp_path)
+    assert plot.main(["--export", "runs", "--forks", "--commit", "abc1234", "--csv", "forks.csv"]) == 0
+    assert "HalfCheetah-v4 both_evals_stochastic seed 1: 2 evaluations, last at 100k: 2500" in capsys.readouterr().out
+    rows = read_csv(tmp_path / "forks.csv")
+    assert rows[0] == ["env", "fork", "seed", "step", "return", "commit"]
+    assert [row[:5] for row in rows[1:]] == [
+        ["HalfCheetah-v4", "both_evals", "1", "50000", "1000.0"], ["HalfCheetah-v4", "both_evals", "1", "100000", "3000.0"],
+        ["HalfCheetah-v4", "both_evals_stochastic", "1", "50000", "900.0"], ["HalfCheetah-v4", "both_evals_stochastic", "1", "100000", "2500.0"],
+        ["HalfCheetah-v4", "vanilla", "1", "50000", "10.0"], ["HalfCheetah-v4", "vanilla", "1", "100000", "20.0"],
+        ["HalfCheetah-v4", "vanilla", "2", "50000", "30.0"], ["HalfCheetah-v4", "vanilla", "2", "100000", "60.0"]]
+
+    # a seed run again elsewhere replaces only its own fork's rows
+    write_run("HalfCheetah-v4__vanilla__2__200", [(50000, 40.0), (100000, 80.0)])
+    assert plot.main(["--export", "runs/*__vanilla__2__200", "--forks", "--update", "--commit", "bbbbbbb", "--csv", "forks.csv"]) == 0
+    updated = read_csv(tmp_path / "forks.csv")
+    assert updated[:7] == rows[:7] and [row[3:] for row in updated[7:]] == [["50000", "40.0", "bbbbbbb"], ["100000", "80.0", "bbbbbbb"]]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit:  # a CSV with a fork column is not updated as one without, nor the reverse
+        plot.main(["--export", "runs/*__vanilla__2__200", "--update", "--commit", "bbbbbbb", "--csv", "forks.csv"])
+    assert exit.value.code == 2 and "forks.csv has a fork column: add --forks" in capsys.readouterr().err
+
+    assert plot.main(["--csv", "forks.csv", "--out-dir", "figs", "--steps", "50k", "100k"]) == 0
+    header, table = markdown_rows(capsys.readouterr().out)
+    assert header == ["environment", "fork", "seeds", "50k", "100k"]
+    # vanilla: (10 + 40) / 2 = 25, |10 - 40| / sqrt(2) = 21.2; (20 + 80) / 2 = 50, 60 / sqrt(2) = 42.4
+    assert [[row[column] for column in header[1:]] for row in table] == [
+        ["both_evals", "1", "1000", "3000"], ["both_evals_stochastic", "1", "900", "2500"], ["vanilla", "1 2", "25 ± 21", "50 ± 42"]]
+    assert os.listdir(tmp_path / "figs") == ["HalfCheetah-v4_forks.png"]
+    assert_png(tmp_path / "figs" / "HalfCheetah-v4_forks.png")
 
 
 def test_plot_rebuilds_table_and_figures_from_the_csv_alone(tmp_path):

@@ -19,6 +19,7 @@ import io
 import os
 import re
 import shlex
+import subprocess
 import sys
 
 import pytest
@@ -124,11 +125,23 @@ class Parsed(Exception):
 
 
 _modules = {}
+FORK = re.compile(r"fork_\w+\.py")
+
+
+@pytest.fixture(scope="session")
+def fork_folder(tmp_path_factory):
+    """Every fork of ablations/, made from its patch as ablations/README.md says (the docs run them)."""
+    folder = tmp_path_factory.mktemp("forks")
+    for patch in glob.glob(os.path.join(ROOT, "ablations", "*.patch")):
+        fork = folder / ("fork_%s.py" % os.path.basename(patch)[: -len(".patch")])
+        subprocess.run(["patch", "--batch", "--silent", "--reject-file=-", "-o", str(fork), os.path.join(ROOT, "meow_continuous_action.py"), patch], check=True)
+    return folder
 
 
 def load_script(script):
-    """Import a script by its path relative to the repository root (its main() is not run)."""
-    path = os.path.normpath(os.path.join(ROOT, script))
+    """Import a script by its path relative to the repository root (its main() is not run); a fork of
+    ablations/ (fork_NAME.py) from the current directory, where fork_folder made it from its patch."""
+    path = os.path.abspath(script) if FORK.fullmatch(script) else os.path.normpath(os.path.join(ROOT, script))
     if not os.path.isfile(path):
         raise AssertionError("%s does not exist" % script)
     if path not in _modules:
@@ -209,9 +222,11 @@ def check_command(script, argv):
 
 
 @pytest.mark.parametrize("script,argv", COMMANDS)
-def test_documented_command_is_accepted_by_its_scripts_parser(script, argv):
+def test_documented_command_is_accepted_by_its_scripts_parser(script, argv, request, monkeypatch):
     if script is None:
         pytest.fail("cannot split %r into shell words: %s" % tuple(argv))
+    if any(FORK.search(word) for word in [script] + argv):  # a fork, or a tool given one: run where the forks are
+        monkeypatch.chdir(request.getfixturevalue("fork_folder"))
     check_command(script, argv)
 
 

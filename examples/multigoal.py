@@ -16,6 +16,7 @@ examples/multigoal_modes.py measures how far both policies are from the exact so
 
 Run (from anywhere): python examples/multigoal.py                 # MEow, writes docs/multigoal.png
                      python examples/multigoal.py --baseline gaussian --seeds 1 2 3
+                     python examples/multigoal.py --script fork_affine.py    # a fork's network (ablations/README.md)
 """
 import importlib.util
 import os
@@ -288,10 +289,10 @@ def act(agent, obs, deterministic=False):
 def soft_q(agent, obs, actions):
     """min over the soft Q columns. For MEow this is alpha * log pi(a|s) + V(s): the policy itself."""
     with torch.no_grad():
-        if not isinstance(agent, GaussianSAC):
-            q, _ = agent.q_and_v(obs, actions)
-        else:
+        if isinstance(agent, GaussianSAC):
             q = agent.q(obs, actions)
+        else:
+            q, _ = agent.q_and_v(obs, actions)
     return q.min(dim=1).values
 
 
@@ -394,10 +395,10 @@ def draw_figure(agent, args, paths, goals, title, path):
     samples = act(agent, np.zeros((300, 2), dtype=np.float32))
     ax_q.scatter(samples[:, 0], samples[:, 1], s=4, c="white", edgecolors="none", alpha=0.8, label="a ~ pi(.|s0)")
     ax_q.set(xlim=(-1, 1), ylim=(-1, 1), aspect="equal", xlabel="action x", ylabel="action y")
-    if not isinstance(agent, GaussianSAC):
-        ax_q.set_title("MEow's soft Q at s0 = (0, 0)\n= alpha log pi(a|s0) + V(s0): the policy itself", fontsize=10)
-    else:
+    if isinstance(agent, GaussianSAC):
         ax_q.set_title("SAC critics' soft Q at s0 = (0, 0)\n(the actor is one Gaussian per state)", fontsize=10)
+    else:
+        ax_q.set_title("MEow's soft Q at s0 = (0, 0)\n= alpha log pi(a|s0) + V(s0): the policy itself", fontsize=10)
     ax_q.legend(loc="upper right", fontsize=8, markerscale=3)
 
     fig.tight_layout()

@@ -6,6 +6,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -29,11 +30,11 @@ def patch_path(name):
     return os.path.join(ROOT, "ablations", "%s.patch" % name)
 
 
-def make_fork(name, folder):
+def make_fork(name, folder, script=SCRIPT):
     """ablations/NAME.patch applied to the current script, with no fuzz (an offset is fine), as folder/fork_NAME.py."""
     out = os.path.join(folder, "fork_%s.py" % name)
-    result = subprocess.run(["patch", "--fuzz=0", "--batch", "--reject-file=-", "-o", out, SCRIPT, patch_path(name)],
-                            capture_output=True, text=True)
+    patch = os.path.join(os.path.dirname(script), "ablations", "%s.patch" % name)
+    result = subprocess.run(["patch", "--fuzz=0", "--batch", "--reject-file=-", "-o", out, script, patch], capture_output=True, text=True)
     assert result.returncode == 0, "ablations/%s.patch no longer applies to meow_continuous_action.py: refresh it " \
         "(ablations/README.md)\n%s%s" % (name, result.stdout, result.stderr)
     return out
@@ -86,6 +87,29 @@ def test_a_patch_that_no_longer_fits_fails(tmp_path):
     result = subprocess.run(["patch", "--dry-run", "--fuzz=0", "--batch", "--reject-file=-", "-o", str(tmp_path / "out.py"), str(edited),
                              patch_path("vanilla")], capture_output=True, text=True)
     assert result.returncode != 0 and "FAILED" in result.stdout
+
+
+def test_refresh_rewrites_a_patch_that_applies_only_with_fuzz_and_keeps_its_header(tmp_path):
+    """ablations/refresh.sh on a copy: after an edit next to a hunk, the refreshed patch applies with no fuzz
+    and makes the same fork; a hunk that cannot apply leaves the patch as it was and says what to do."""
+    shutil.copytree(os.path.join(ROOT, "ablations"), tmp_path / "ablations")
+    with open(SCRIPT) as f:
+        text = f.read()
+    edited = text.replace("        self.squash = TanhSquash()\n", "        self.squash = TanhSquash()  # edited\n")
+    (tmp_path / "meow_continuous_action.py").write_text(edited)
+    original = (tmp_path / "ablations" / "one_shift.patch").read_text()
+    result = subprocess.run(["bash", "ablations/refresh.sh", "one_shift"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    refreshed = (tmp_path / "ablations" / "one_shift.patch").read_text()
+    assert refreshed != original and refreshed[: refreshed.index("\n--- ")] == original[: original.index("\n--- ")]
+    fork = load_fork(make_fork("one_shift", str(tmp_path), script=str(tmp_path / "meow_continuous_action.py")))
+    assert fork.FlowPolicy(3, 2, ALPHA, -0.3, -5.0).q_and_v(torch.randn(4, 3), torch.zeros(4, 2))[0].shape == (4, 1)
+
+    (tmp_path / "meow_continuous_action.py").write_text(text.replace("        shift = self.reward_shift(obs)\n", "        shift = self.reward_shift(obs) + 1.0\n"))
+    result = subprocess.run(["bash", "ablations/refresh.sh", "vanilla"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1 and "fix each fork_NAME.py by hand" in result.stderr and "refresh.sh --diff vanilla" in result.stderr
+    assert (tmp_path / "ablations" / "vanilla.patch").read_text() == open(patch_path("vanilla")).read()
+    assert (tmp_path / "fork_vanilla.py.rej").exists()
 
 
 # ------------------------------------------------------------------ each fork trains and logs

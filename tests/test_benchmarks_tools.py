@@ -335,6 +335,7 @@ def test_plot_bad_input_gives_one_line_error_and_writes_nothing(tmp_path, monkey
         (["--export", str(tmp_path), "--commit", "HEAD", "--csv", "out.csv"], "error: --export needs --commit"),
         (["--commit", "abc1234", "--csv", str(bad)], "error: --commit goes with --export"),
         (["--update", "--csv", str(bad)], "error: --update goes with --export"),
+        (["--forks", "--csv", str(bad)], "error: --forks goes with --export"),
         (["--csv", "missing.csv"], "error: no such file: missing.csv"),
         (["--csv", str(bad), "--steps", "10x"], "error: --steps takes positive step counts"),
         (["--csv", str(bad), "--no-such-flag"], "error: unrecognized arguments: --no-such-flag"),
@@ -345,6 +346,7 @@ def test_plot_bad_input_gives_one_line_error_and_writes_nothing(tmp_path, monkey
         ("env,seed,step,return,commit\nHopper-v4,1,10000,nan,abc1234\n", "line 2: the return must be a finite number"),
         ("env,seed,step,return,commit\nHopper-v4,1,10000,5.0,abc1234\nHopper-v4,1,10000,6.0,abc1234\n", "line 3: Hopper-v4 seed 1 has step 10000 twice"),
         ("env,seed,step,return,commit\n", "has no rows"),
+        ("env,fork,seed,step,return,commit\nHopper-v4,1,10000,5.0,abc1234\n", "line 2: expected env,fork,seed,step,return,commit"),
     ]
     cases += [(["--csv", str(bad), "--out-dir", "figs"], text, content) for content, text in bad_rows]
     monkeypatch.chdir(tmp_path)

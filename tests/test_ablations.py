@@ -31,7 +31,8 @@ def patch_path(name):
 
 
 def make_fork(name, folder, script=SCRIPT):
-    """ablations/NAME.patch applied to the current script, with no fuzz (an offset is fine), as folder/fork_NAME.py."""
+    """The script's ablations/NAME.patch applied to it (the repository's by default), with no fuzz (an offset
+    is fine), as folder/fork_NAME.py."""
     out = os.path.join(folder, "fork_%s.py" % name)
     patch = os.path.join(os.path.dirname(script), "ablations", "%s.patch" % name)
     result = subprocess.run(["patch", "--fuzz=0", "--batch", "--reject-file=-", "-o", out, script, patch], capture_output=True, text=True)
@@ -56,8 +57,15 @@ def forks(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fork(forks):
+    """fork(NAME): the fork imported as a module, once."""
     loaded = {}
-    return lambda name: loaded.setdefault(name, load_fork(forks[name]))
+
+    def get(name):
+        if name not in loaded:
+            loaded[name] = load_fork(forks[name])
+        return loaded[name]
+
+    return get
 
 
 def test_ablations_holds_the_four_forks():

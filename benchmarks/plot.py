@@ -290,14 +290,18 @@ def plot_env(env_id, seeds, commits, paper_curves, out_dir):
         if steps[-1] >= visible[0][0]:
             ax.plot(*zip(*visible[:end + 1]), color=PAPER_COLORS.get(algorithm), linestyle="--", linewidth=1.8, label="paper %s (Fig. 3, mean of 5 seeds)" % algorithm)
     ax.set_title(env_id)
+    return save_figure(fig, ax, steps[-1], "evaluation return (deterministic policy)", os.path.join(out_dir, "%s_eval_return.png" % env_id))
+
+
+def save_figure(fig, ax, last_step, ylabel, path):
+    """The axes' labels, grid and legend, then the PNG at `path`; returns the path."""
     ax.set_xlabel("environment steps")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_steps(int(x))))
-    ax.set_xlim(0, steps[-1])
-    ax.set_ylabel("evaluation return (deterministic policy)")
+    ax.set_xlim(0, last_step)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = os.path.join(out_dir, "%s_eval_return.png" % env_id)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -343,17 +347,7 @@ def plot_forks(env_id, forks, commits, out_dir):
         ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15, linewidth=0)
         last = max(last, steps[-1])
     ax.set_title("%s: forks of meow_continuous_action.py @ %s (mean ± std over seeds)" % (env_id, ", ".join(sorted(commits))), fontsize=10)
-    ax.set_xlabel("environment steps")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_steps(int(x))))
-    ax.set_xlim(0, last)
-    ax.set_ylabel("evaluation return")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(out_dir, "%s_forks.png" % env_id)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ax, last, "evaluation return", os.path.join(out_dir, "%s_forks.png" % env_id))
 
 
 def fork_table(results, checkpoints):

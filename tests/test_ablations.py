@@ -17,6 +17,7 @@ import tyro
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import meow_continuous_action
+import test_policy
 from test_policy import ALPHA, midpoint_grid, randomised_policy
 from test_training import DIAGNOSTICS, TAGS
 
@@ -204,15 +205,10 @@ def test_affine_value_is_the_soft_value_of_q(affine_on_a_grid):
     assert torch.allclose(affine_on_a_grid["v"], v_quadrature, atol=5e-3)
 
 
-def test_affine_q_minus_v_is_alpha_log_pi_per_column(fork):
-    policy = randomised_policy(fork("affine"), 6, 3, scale=0.3)
-    obs, actions = torch.randn(128, 6), torch.rand(128, 3) * 1.9 - 0.95
-    with torch.no_grad():
-        q, v = policy.q_and_v(obs, actions)
-        log_prob = policy.log_prob(obs, actions)
-    assert q.shape == v.shape == (128, 2)
-    for k in range(2):
-        assert torch.allclose(q[:, k] - v[:, k], ALPHA * log_prob, atol=1e-4)
+@pytest.mark.parametrize("check", [test_policy.test_q_minus_v_is_alpha_log_pi_per_column, test_policy.test_reward_shift_changes_q_and_v_but_not_the_policy,
+                                   test_policy.test_update_lowers_the_loss_and_moves_the_target_by_tau], ids=lambda check: check.__name__)
+def test_the_scripts_policy_tests_hold_for_the_affine_fork(fork, check):
+    check(fork("affine"))
 
 
 def test_affine_samples_carry_their_log_prob(fork):

@@ -9,7 +9,8 @@ so `pip ...`, `python -m pytest ...` and the like are skipped. The parsers:
   - scripts with a `parse_args(argv)` function (run_seeds.py, tune.py): that function, then the part after
     `--` with the training script's own Args (what the tool passes it, with its own flags);
   - other argparse scripts: their main(), stopped right after ArgumentParser.parse_args returns.
-Placeholders such as RUNS_DIR or PATH are fine wherever the flag takes a string.
+Placeholders such as RUNS_DIR or PATH are fine wherever the flag takes a string. A command that names a
+fork of ablations/ (fork_NAME.py, not in the repository) is checked against the fork made from its patch.
 """
 import argparse
 import contextlib

@@ -1,5 +1,6 @@
 """The forks in ablations/: each patch applies to the current script, each fork trains on Hopper-v4 and
 logs its tags, and each keeps what MEow's maths needs (the affine fork: the exact V, by quadrature)."""
+import csv
 import glob
 import importlib.util
 import math
@@ -146,6 +147,39 @@ def test_each_fork_trains_300_updates_on_hopper_and_logs_its_tags(hopper_run):
     evals = ["eval/return"] + (["eval/return_stochastic"] if name == "both_evals" else [])
     for tag in evals:
         assert [e.step for e in acc.Scalars(tag)] == [250, 500], tag
+
+
+def test_the_documented_export_puts_every_fork_in_one_csv_and_one_figure(tmp_path, monkeypatch, capsys):
+    """docs/ablations.md's plot.py commands, run on made-up runs of the four forks in its run layout."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import plot
+
+    runs = tmp_path / "ablation_runs" / "runs"
+    for k, name in enumerate(FORKS):
+        for seed in (1, 2):
+            writer = SummaryWriter(str(runs / ("HalfCheetah-v4__%s__%d__100" % (name, seed))))
+            for step in (50000, 100000):
+                writer.add_scalar("eval/return", 1000.0 * k + seed + step / 1000, step)
+                if name == "both_evals":
+                    writer.add_scalar("eval/return_stochastic", -1.0 * seed, step)
+            writer.close()
+    with open(os.path.join(ROOT, "docs", "ablations.md")) as f:
+        commands = [shlex.split(line)[2:] for line in f.read().splitlines() if line.startswith("python benchmarks/plot.py")]
+    assert len(commands) == 6
+    monkeypatch.chdir(tmp_path / "ablation_runs")  # where ../ablation_runs/runs is the made-up runs
+    (tmp_path / "ablation_runs" / "benchmarks" / "results").mkdir(parents=True)
+    for argv in commands:
+        assert plot.main([{"COMMIT": "abc1234"}.get(word, word) for word in argv]) == 0
+    with open("benchmarks/results/ablations_halfcheetah_100k.csv") as f:
+        rows = list(csv.reader(f))
+    assert sorted({row[-1] for row in rows[1:]}) == ["affine", "both_evals", "both_evals_stochastic", "one_shift", "vanilla"]
+    assert len(rows) == 1 + 5 * 2 * 2  # 5 variants, 2 seeds, 2 evaluations
+    _, table = capsys.readouterr()[0].rsplit("\n| environment", 1)
+    assert "| HalfCheetah-v4 | both_evals_stochastic, mean ± std | -2 ± 1 | -2 ± 1 |" in table
+    assert "| HalfCheetah-v4 | affine, mean ± std | 52 ± 1 | 102 ± 1 |" in table
+    assert os.listdir("docs/ablations") == ["HalfCheetah-v4_eval_return.png"]
 
 
 # ------------------------------------------------------------------ vanilla and one_shift: one column

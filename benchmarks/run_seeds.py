@@ -319,6 +319,7 @@ def write_slurm_array(args, jobs):
         "#SBATCH --requeue",
         "#SBATCH --signal=%s" % SLURM_WARNING,
         "#SBATCH --output=%s" % os.path.join(workdir, "logs", "slurm-%A_%a.out"),
+        "#SBATCH --open-mode=append",  # a re-queued task adds to its output
         "set -euo pipefail",
         'case "${SLURM_ARRAY_TASK_ID:?is not set: submit this file with sbatch}" in',
     ]

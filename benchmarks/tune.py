@@ -29,12 +29,14 @@ Example (a sweep of 2 workers x 10 trials of 100k steps, scored on the last 5 ev
 """
 import argparse
 import collections
+import contextlib
 import ctypes
 import glob
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 
@@ -102,21 +104,35 @@ def read_evals(run_dir):
     return [event.value for event in sorted(accumulator.Scalars(TAG), key=lambda e: e.step)]
 
 
+# prctl(PR_SET_PDEATHSIG, sig): the kernel sends sig to this process when its parent dies (Linux); libc
+# is loaded here, so that the child between fork and exec only makes the call
+PR_SET_PDEATHSIG = 1
+LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
 def die_with_parent():
-    """Run in the trial's child before it starts: the kernel kills it when this worker dies, even by SIGKILL."""
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    """preexec_fn of a trial's training run: it is killed when this worker dies, even by SIGKILL."""
+    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def train(command, trial_dir, env, log, storage, trial):
-    """Run the training command; until it ends, write the trial's heartbeat every interval."""
-    proc = subprocess.Popen(command, cwd=trial_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
-    while True:
-        try:
-            return proc.wait(timeout=storage.heartbeat_interval)
-        except subprocess.TimeoutExpired:
+@contextlib.contextmanager
+def heartbeat(storage, trial):
+    """Write the trial's heartbeat to the study every interval while the trial runs and is scored, so
+    that a worker that dies leaves a trial whose heartbeat goes stale."""
+    storage.record_heartbeat(trial._trial_id)  # before the run: a trial that never had one never goes stale
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(storage.heartbeat_interval):
             storage.record_heartbeat(trial._trial_id)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def run_trial(args, trial, env, storage):
@@ -136,7 +152,8 @@ def run_trial(args, trial, env, storage):
     with open(log_path, "w") as log:
         log.write("$ %s\n" % " ".join(command))
         log.flush()
-        code = train(command, trial_dir, env, log, storage, trial)
+        code = subprocess.call(command, cwd=trial_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               preexec_fn=die_with_parent if LIBC else None)
     if code != 0:
         raise TrialFailed("training exited with code %d; last lines of %s:\n%s" % (code, log_path, tail(log_path)))
     new_runs = sorted(set(glob.glob(os.path.join(trial_dir, "runs", "*"))) - before)
@@ -190,9 +207,9 @@ def main(argv):
     for _ in range(args.n_trials):
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, and queued again
         trial = study.ask()
-        storage.record_heartbeat(trial._trial_id)  # from now on, a worker that dies leaves a trial that goes stale
         try:
-            score = run_trial(args, trial, env, storage)
+            with heartbeat(storage, trial):
+                score = run_trial(args, trial, env, storage)
         except TrialFailed as e:
             print("trial %d FAILED: %s" % (trial.number, e), file=sys.stderr, flush=True)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)

@@ -5,6 +5,8 @@ plot.py's many bad-input cases run in-process (a subprocess each would take a se
 """
 import csv
 import os
+import re
+import signal
 import struct
 import subprocess
 import sys
@@ -319,6 +321,25 @@ def test_run_seeds_resumes_cut_off_jobs_and_skips_finished_ones(tmp_path):
     assert sorted(evals(run_dir)) == [200, 400, 600]
     result = run_tool("run_seeds.py", own + ["--resume", "--", "--total-timesteps", "600"], tmp_path)
     assert "skipping Hopper-v4__meow_continuous_action__1: finished" in result.stdout and "0/0 jobs succeeded" in result.stdout
+
+
+def test_run_seeds_passes_a_stop_signal_on_to_its_jobs_and_starts_no_further_one(tmp_path):
+    own = ["--envs", "Hopper-v4", "--seeds", "1", "2", "--jobs", "1"]
+    flags = TINY + ["--total-timesteps", "600", "--log-frequency", "100", "--save-model"]
+    tool = subprocess.Popen([sys.executable, os.path.join(BENCHMARKS, "run_seeds.py"), *own, "--", *flags], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "logs" / "Hopper-v4__meow_continuous_action__1.log"
+    deadline = time.time() + 300
+    while not (log.exists() and "step 200/600" in log.read_text()):
+        assert time.time() < deadline and tool.poll() is None, "seed 1 did not reach step 200"
+        time.sleep(0.2)
+    tool.send_signal(signal.SIGUSR1)  # to the tool alone, as SLURM's --signal=B:USR1@... does
+    out, _ = tool.communicate(timeout=300)
+    assert tool.returncode == 128 + signal.SIGUSR1, out
+    assert re.search(r"^stopped Hopper-v4__meow_continuous_action__1 after \S+ by SIGUSR1 \(exit code 138\)$", out, flags=re.M)
+    assert "0/2 jobs succeeded" in out and "1 stopped by a signal, 1 not started: the same command with --resume continues them" in out
+    assert re.search(r"^SIGUSR1: checkpoint at step \d+ written to ", log.read_text(), flags=re.M)
+    assert not (tmp_path / "logs" / "Hopper-v4__meow_continuous_action__2.log").exists()
 
 
 def test_run_seeds_warns_when_resume_starts_a_job_that_will_write_no_checkpoint(tmp_path, capsys):

@@ -24,6 +24,9 @@ import pytest
 
 from test_benchmarks_tools import BENCHMARKS, ENV, TINY, evals, run_tool
 
+import run_seeds  # noqa: E402  (benchmarks/, on the path since test_benchmarks_tools)
+import tune as tune_tool  # noqa: E402
+
 # seconds between a running trial's heartbeats: a worker silent for two of them counts as dead
 HEARTBEAT = 2
 
@@ -101,7 +104,7 @@ def started_trials(stdout):
     return [int(n) for n in re.findall(r"^trial (\d+)\b.*\(log: ", stdout, flags=re.M)]
 
 
-def test_two_tune_workers_share_one_study_on_a_postgresql_server(postgres, tmp_path):
+def test_two_tune_workers_share_one_study_on_a_postgresql_server(postgres, tmp_path, capsys):
     args = ["--storage", postgres, "--study-name", "shared", "--workdir", "trials", "--n-trials", "2", "--last-evals", "2",
             "--heartbeat-interval", str(HEARTBEAT), "--", *TINY]
     workers = [tune(args, tmp_path) for _ in range(2)]  # at once, one trial directory tree
@@ -129,6 +132,9 @@ def test_two_tune_workers_share_one_study_on_a_postgresql_server(postgres, tmp_p
     assert "study 'shared' in %s: 4 COMPLETE" % postgres in out
     assert "best trial %d: mean eval/return over the last 2 evaluations = %.2f" % (best.number, best.value) in out
     assert "--alpha=%.6g --tau=%.6g --sigma-max=%.6g" % (best.params["alpha"], best.params["tau"], best.params["sigma_max"]) in out
+    with pytest.raises(SystemExit) as exit:
+        tune_tool.main(["--storage", postgres, "--study-name", "no-such-study", "--n-trials", "0"])
+    assert exit.value.code == 2 and capsys.readouterr().err == "error: no study 'no-such-study' in %s\n" % postgres
 
 
 def test_a_worker_killed_mid_trial_leaves_a_failed_trial_that_another_worker_runs_again(postgres, tmp_path):
@@ -179,6 +185,14 @@ def test_the_slurm_array_script_has_one_task_per_job_and_memory_for_the_replay_b
     assert (tmp_path / "logs").is_dir()  # sbatch would not make the folder of its --output file
     outside = subprocess.run(["bash", str(path)], capture_output=True, text=True, env={k: v for k, v in ENV.items() if not k.startswith("SLURM_")})
     assert outside.returncode != 0 and "SLURM_ARRAY_TASK_ID: is not set: submit this file with sbatch" in outside.stderr
+
+
+def test_the_slurm_array_of_the_batched_script_leaves_memory_to_sbatch_and_resume_is_refused(tmp_path, capsys):
+    own = ["--script", "meow_isaacgym.py", "--env-flag=--task", "--envs", "Ant", "--slurm", str(tmp_path / "isaac.sbatch")]
+    assert run_seeds.task_memory_mb(run_seeds.parse_args(own)) is None  # its replay buffer lives on the GPU
+    with pytest.raises(SystemExit) as exit:
+        run_seeds.parse_args(own + ["--resume"])
+    assert exit.value.code == 2 and capsys.readouterr().err == "error: --resume does not go with --slurm: every array task resumes its own job\n"
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ itself alone, and stops it afterwards.
 PostgreSQL's server refuses to run as root: as root, the test runs it as the `postgres` user (Debian's
 package makes it), else as `nobody`. SLURM's daemons run as root here (SlurmUser=root), as CI does.
 """
-import csv
 import glob
 import math
 import os
@@ -22,7 +21,7 @@ import time
 import optuna
 import pytest
 
-from test_benchmarks_tools import BENCHMARKS, ENV, TINY, evals, run_tool
+from test_benchmarks_tools import BENCHMARKS, ENV, TINY, evals, read_csv, run_tool
 
 import run_seeds  # noqa: E402  (benchmarks/, on the path since test_benchmarks_tools)
 import tune as tune_tool  # noqa: E402
@@ -236,7 +235,7 @@ def slurm():
             "SelectTypeParameters=CR_Core_Memory",
             "MpiDefault=none",
             "ReturnToService=2",
-            "NodeName=%s NodeAddr=127.0.0.1 CPUs=2 RealMemory=4096 State=UNKNOWN" % host,
+            "NodeName=%s NodeAddr=127.0.0.1 CPUs=%d RealMemory=4096 State=UNKNOWN" % (host, len(os.sched_getaffinity(0))),
             "PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
         ]) + "\n")
     env = dict(ENV, SLURM_CONF=conf)
@@ -268,11 +267,6 @@ def slurm():
                 daemon.terminate()
                 daemon.wait(timeout=60)
             shutil.rmtree(root)
-
-
-def read_csv(path):
-    with open(path) as f:
-        return list(csv.reader(f))
 
 
 def test_the_slurm_array_trains_and_exports_what_a_local_run_does_and_a_requeued_task_resumes(slurm, tmp_path):

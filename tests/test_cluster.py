@@ -94,9 +94,9 @@ def postgres():
         shutil.rmtree(root)
 
 
-def tune(args, cwd, **popen):
+def tune(args, cwd):
     return subprocess.Popen([sys.executable, os.path.join(BENCHMARKS, "tune.py"), *args], cwd=cwd, env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def started_trials(stdout):

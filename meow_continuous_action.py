@@ -29,6 +29,7 @@ import contextlib
 import math
 import os
 import random
+import signal
 import sys
 import time
 from collections import deque, namedtuple
@@ -70,7 +71,7 @@ class Args:
     save_model: bool = False
     """if toggled, save the weights and args to runs/{run_name}/{exp_name}.pt at the end, and resumable checkpoints on the way"""
     checkpoint_frequency: int = 100_000
-    """with --save-model, write runs/{run_name}/checkpoint.pt at the first episode end after every this many steps"""
+    """with --save-model, write runs/{run_name}/checkpoint.pt at the first episode end after every this many steps (and after SIGTERM or SIGUSR1, then stop)"""
     save_buffer: bool = False
     """include the replay buffer in checkpoints (large) so that a resumed run continues exactly"""
     resume: Optional[str] = None
@@ -443,6 +444,7 @@ def main(args):
         obs, _ = env.reset()  # the checkpoint was taken between two episodes
     next_checkpoint = (start_step // args.checkpoint_frequency + 1) * args.checkpoint_frequency
     rate = RecentRate(start_step)
+    stop = StopSignal(args.save_model)
 
     for global_step in range(start_step, args.total_timesteps):
         if global_step < args.learning_starts:
@@ -503,7 +505,7 @@ def main(args):
 
         if episode_over:
             # checkpoint between episodes: then the env's RNG state is all of its state we need
-            if args.save_model and step >= next_checkpoint and step < args.total_timesteps:
+            if args.save_model and (step >= next_checkpoint or stop.signum) and step < args.total_timesteps:
                 read_and_check({}, policy, step, args, writer)  # never save non-finite weights
                 state = model_state(policy, args, obs_dim, act_dim, step)
                 state.update(
@@ -513,6 +515,8 @@ def main(args):
                 )
                 save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), state)
                 next_checkpoint = (step // args.checkpoint_frequency + 1) * args.checkpoint_frequency
+                if stop.signum:
+                    stop.exit(os.path.join(run_dir, "checkpoint.pt"), step, writer)
             obs, _ = env.reset()
 
     if args.save_model:
@@ -523,6 +527,7 @@ def main(args):
     env.close()
     eval_env.close()
     close_writer(writer)
+    stop.restore()
 
 
 # ================================================================ support code (not the method)
@@ -946,6 +951,31 @@ def save_checkpoint(path, state):
     tmp = path + ".tmp"
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+class StopSignal:
+    """With --save-model, SIGTERM or SIGUSR1 (a cluster's pre-emption, or its warning before the time
+    limit) does not end the run at once: the loop writes a checkpoint at its next chance and exits with
+    128 + the signal's number, so that the same run goes on with --resume. Without --save-model there is
+    nothing to keep and the signals keep their default action."""
+
+    def __init__(self, enabled):
+        self.signum = None
+        self.previous = {signum: signal.signal(signum, self.catch) for signum in (signal.SIGTERM, signal.SIGUSR1)} if enabled else {}
+
+    def catch(self, signum, frame):
+        self.signum = signum
+
+    def restore(self):
+        """Give the signals back the handlers they had before the run (main() may run again in this process)."""
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def exit(self, path, step, writer):
+        print("%s: checkpoint at step %d written to %s; stopping (continue with --resume %s)" % (signal.Signals(self.signum).name, step, path, path), flush=True)
+        close_writer(writer)
+        self.restore()
+        sys.exit(128 + self.signum)
 
 
 def load_checkpoint(path, device="cpu"):

@@ -41,6 +41,7 @@ import contextlib
 import math
 import os
 import random
+import signal
 import sys
 import time
 from collections import deque, namedtuple
@@ -79,7 +80,7 @@ class Args:
     save_model: bool = False
     """if toggled, save the model to runs/{run_name}/{exp_name}.pt at the end, and resumable checkpoints on the way"""
     checkpoint_frequency: int = 100_000
-    """with --save-model, write runs/{run_name}/checkpoint.pt every this many env steps (all envs)"""
+    """with --save-model, write runs/{run_name}/checkpoint.pt every this many env steps (all envs), and at the next vectorized step after SIGTERM or SIGUSR1, then stop"""
     save_buffer: bool = False
     """include the replay buffer in checkpoints (large)"""
     resume: Optional[str] = None
@@ -657,6 +658,7 @@ def main(args):
 
     obs, dones = envs.reset()
     rate = RecentRate(start_iteration * n)
+    stop = StopSignal(args.save_model)
     # the first vectorized step with a non-finite observation, and action (-1: none), read at log points (no host sync)
     first_not_finite = torch.full((2,), -1, dtype=torch.long, device=device)
     for iteration in range(start_iteration, iterations):
@@ -720,7 +722,7 @@ def main(args):
                 % (step, args.total_timesteps, iteration + 1, iterations, sps, last_return, last_100, last_eval, scalars.get("charts/entropy", float("nan")),
                    format_eta((args.total_timesteps - step) / sps) if loss is not None else "after learning starts")
             )
-        if args.save_model and crossed(prev_step, step, args.checkpoint_frequency) and step < args.total_timesteps:
+        if args.save_model and (crossed(prev_step, step, args.checkpoint_frequency) or stop.signum) and step < args.total_timesteps:
             read_and_check({}, policy, step, args, writer)  # never save non-finite weights
             state = model_state()
             state.update(
@@ -729,6 +731,8 @@ def main(args):
                 value_bias=bias.state_dict(),
             )
             save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), state)
+            if stop.signum:
+                stop.exit(os.path.join(run_dir, "checkpoint.pt"), step, writer)
 
     if args.save_model:
         read_and_check({}, policy, args.total_timesteps, args, writer)
@@ -739,6 +743,7 @@ def main(args):
     if eval_envs is not envs.env:
         eval_envs.close()
     close_writer(writer)
+    stop.restore()
 
 
 # ================================================================ support code (not the method)
@@ -1182,6 +1187,31 @@ def save_checkpoint(path, state):
     tmp = path + ".tmp"
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+class StopSignal:
+    """With --save-model, SIGTERM or SIGUSR1 (a cluster's pre-emption, or its warning before the time
+    limit) does not end the run at once: the loop writes a checkpoint at its next chance and exits with
+    128 + the signal's number, so that the same run goes on with --resume. Without --save-model there is
+    nothing to keep and the signals keep their default action."""
+
+    def __init__(self, enabled):
+        self.signum = None
+        self.previous = {signum: signal.signal(signum, self.catch) for signum in (signal.SIGTERM, signal.SIGUSR1)} if enabled else {}
+
+    def catch(self, signum, frame):
+        self.signum = signum
+
+    def restore(self):
+        """Give the signals back the handlers they had before the run (main() may run again in this process)."""
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def exit(self, path, step, writer):
+        print("%s: checkpoint at step %d written to %s; stopping (continue with --resume %s)" % (signal.Signals(self.signum).name, step, path, path), flush=True)
+        close_writer(writer)
+        self.restore()
+        sys.exit(128 + self.signum)
 
 
 def load_checkpoint(path, device="cpu"):

@@ -42,6 +42,7 @@ import csv
 import glob
 import math
 import os
+import platform
 import re
 import sys
 
@@ -56,7 +57,8 @@ from tensorboard.util import tensor_util
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAPER_CSV = os.path.join(HERE, "paper_results.csv")
-COLUMNS = ["env", "seed", "step", "return", "commit"]
+COLUMNS = ["env", "seed", "step", "return", "commit", "cpu", "variant"]
+OLD_COLUMNS = COLUMNS[:5]  # files written before the cpu and variant columns: their runs are "ours", on an unnamed CPU
 TAG = "eval/return"
 RUN_NAME = re.compile(r"^(?P<env_id>.+?)__(?P<exp_name>.+)__(?P<seed>-?\d+)__(?P<time>\d+)$")
 PAPER_COLORS = {"MEow": "deepskyblue", "SAC": "orange"}  # the paper's own colours
@@ -134,7 +136,7 @@ def newest_runs(run_dirs):
     return runs
 
 
-def read_evals(path):
+def read_evals(path, tag=TAG):
     """[(step, return)] sorted by step, from the run's event files in the order they were written.
 
     A resumed run's writer marks the step it resumed from (a SessionLog START event at step M) and
@@ -151,38 +153,57 @@ def read_evals(path):
             if event.HasField("session_log") and event.session_log.status == event.session_log.START:
                 evals = {step: value for step, value in evals.items() if step <= event.step}
             for value in event.summary.value:
-                if value.tag == TAG:
+                if value.tag == tag:
                     evals[event.step] = float(tensor_util.make_ndarray(value.tensor))
     return sorted(evals.items())
 
 
+def this_cpu():
+    """This machine's CPU model name, as /proc/cpuinfo gives it (platform.processor() elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run_key(row):
+    """(env, seed, cpu, variant): one run of a results CSV, whose rows are its evaluations."""
+    return row[0], int(row[1]), row[5], row[6]
+
+
 def kept_rows(csv_path, replaced):
-    """The rows of an existing results CSV whose (env, seed) is not in `replaced`, for --update."""
+    """The rows of an existing results CSV whose run is not in `replaced`, for --update."""
     if not os.path.isfile(csv_path):
         fail("--update: no such file: %s (leave --update out to write a new one)" % csv_path)
-    read_results(csv_path)  # the same checks as for plotting, before anything is written
+    read_results(csv_path, by_cpu=True)  # the same checks as for plotting, before anything is written
     with open(csv_path, newline="") as f:
         rows = list(csv.reader(f))[1:]
-    return [tuple(row) for row in rows if (row[0], int(row[1])) not in replaced]
+    rows = [tuple(row) + ("", "ours")[len(row) - len(COLUMNS):] if len(row) < len(COLUMNS) else tuple(row) for row in rows]
+    return [row for row in rows if run_key(row) not in replaced]
 
 
-def export(patterns, commit, csv_path, update=False):
+def export(patterns, commit, csv_path, update=False, cpu=None, variant="ours", tag=TAG):
+    cpu = cpu or this_cpu()
     rows = []
     for (env_id, seed), run in sorted(newest_runs(find_run_dirs(patterns)).items()):
-        evals = read_evals(run.path)
+        evals = read_evals(run.path, tag)
         if not evals:
-            warn("skipping %s: no %r scalar in it (yet)" % (run.path, TAG))
+            warn("skipping %s: no %r scalar in it (yet)" % (run.path, tag))
             continue
         # TensorBoard keeps float32: its shortest repr is exact and short
-        rows += [(env_id, seed, step, str(np.float32(value)), commit) for step, value in evals]
+        rows += [(env_id, seed, step, str(np.float32(value)), commit, cpu, variant) for step, value in evals]
         last_step, last_value = evals[-1]
         print("%s seed %d: %d evaluations, last at %s: %.0f" % (env_id, seed, len(evals), format_steps(last_step), last_value))
     if not rows:
-        fail("none of the runs has a %r scalar" % TAG)
+        fail("none of the runs has a %r scalar" % tag)
     if update:
-        kept = kept_rows(csv_path, {(env_id, seed) for env_id, seed, *_ in rows})
-        print("kept %d rows of %d other runs from %s" % (len(kept), len({row[:2] for row in kept}), csv_path))
-        rows = sorted(rows + kept, key=lambda row: (row[0], int(row[1]), int(row[2])))
+        kept = kept_rows(csv_path, {run_key(row) for row in rows})
+        print("kept %d rows of %d other runs from %s" % (len(kept), len({run_key(row) for row in kept}), csv_path))
+        rows = sorted(rows + kept, key=lambda row: (row[0], row[6], row[5], int(row[1]), int(row[2])))
     os.makedirs(os.path.dirname(csv_path) or ".", exist_ok=True)
     with open(csv_path + ".tmp", "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
@@ -195,27 +216,35 @@ def export(patterns, commit, csv_path, update=False):
 # --- plot and table: CSV -> figures and Markdown
 
 
-def read_results(csv_path):
-    """{env: {seed: {step: return}}} and {env: set of commits}."""
+def read_results(csv_path, by_cpu=False):
+    """{env: {group: {seed: {step: return}}}} and {env: set of commits}. A group is the variant (the
+    code that made the runs), with the CPU model when by_cpu."""
     if not os.path.isfile(csv_path):
         fail("no such file: %s (write it with --export)" % csv_path)
-    results = collections.defaultdict(lambda: collections.defaultdict(dict))
+    results = collections.defaultdict(lambda: collections.defaultdict(lambda: collections.defaultdict(dict)))
     commits = collections.defaultdict(set)
+    cpus = collections.defaultdict(set)
     with open(csv_path, newline="") as f:
         reader = csv.reader(f)
-        if next(reader, None) != COLUMNS:
+        header = next(reader, None)
+        if header not in (COLUMNS, OLD_COLUMNS):
             fail("%s: the first line must be %s" % (csv_path, ",".join(COLUMNS)))
         for line, row in enumerate(reader, start=2):
             try:
-                env_id, seed, step, value, commit = row
+                env_id, seed, step, value, commit, cpu, variant = row + ["", "ours"][len(row) - len(COLUMNS):] if len(header) < len(COLUMNS) else row
                 seed, step, value = int(seed), int(step), float(value)
             except ValueError:
-                fail("%s line %d: expected env,seed,step,return,commit (got %r)" % (csv_path, line, ",".join(row)))
+                fail("%s line %d: expected %s (got %r)" % (csv_path, line, ",".join(header), ",".join(row)))
             if not math.isfinite(value):
                 fail("%s line %d: the return must be a finite number (got %r)" % (csv_path, line, row[3]))
-            if step in results[env_id][seed]:
+            group = variant + (", %s" % (cpu or "unknown CPU") if by_cpu else "")
+            cpus[env_id, group, seed].add(cpu)
+            if len(cpus[env_id, group, seed]) > 1:
+                fail("%s line %d: %s seed %d ran on several CPUs (%s): split them with --by-cpu"
+                     % (csv_path, line, env_id, seed, ", ".join(sorted(cpus[env_id, group, seed]))))
+            if step in results[env_id][group][seed]:
                 fail("%s line %d: %s seed %d has step %d twice" % (csv_path, line, env_id, seed, step))
-            results[env_id][seed][step] = value
+            results[env_id][group][seed][step] = value
             commits[env_id].add(commit)
     if not results:
         fail("%s has no rows" % csv_path)
@@ -236,32 +265,48 @@ def mean_std(values):
     return np.mean(values), (np.std(values, ddof=1) if len(values) > 1 else 0.0)
 
 
-def plot_env(env_id, seeds, commits, paper_curves, out_dir):
+def bootstrap_ci(values, level=0.95, resamples=10_000):
+    """Percentile bootstrap interval of the mean over seeds. The generator is fixed, so one CSV always
+    gives the same figures and table."""
+    values = np.asarray(values, dtype=float)
+    means = values[np.random.default_rng(0).integers(0, len(values), (resamples, len(values)))].mean(axis=1)
+    return tuple(np.quantile(means, [(1 - level) / 2, (1 + level) / 2]))
+
+
+def plot_env(env_id, groups, commits, paper_curves, out_dir):
+    """One figure per task: for each group the seeds' mean with a 95% bootstrap band, as the paper
+    draws its Figure 3, and each seed as a thin line; the paper's curves dashed."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for seed, evals in sorted(seeds.items()):
-        ax.plot(*zip(*sorted(evals.items())), color="black", linewidth=0.6, alpha=0.4, label="ours, each seed" if seed == min(seeds) else None)
-    by_step = collections.defaultdict(list)
-    for evals in seeds.values():
-        for step, value in evals.items():
-            by_step[step].append(value)
-    steps = sorted(by_step)
-    mean, std = np.array([mean_std(by_step[s]) for s in steps]).T
-    ax.plot(steps, mean, color="black", linewidth=2, label="ours @ %s: mean ± std over seeds %s" % (", ".join(sorted(commits)), ", ".join(map(str, sorted(seeds)))))
-    ax.fill_between(steps, mean - std, mean + std, color="black", alpha=0.15, linewidth=0)
+    last = 0
+    for (group, seeds), color in zip(sorted(groups.items()), ["black", "crimson", "seagreen", "purple", "saddlebrown"] * 10):
+        for seed, evals in sorted(seeds.items()):
+            ax.plot(*zip(*sorted(evals.items())), color=color, linewidth=0.6, alpha=0.4)
+        by_step = collections.defaultdict(list)
+        for evals in seeds.values():
+            for step, value in evals.items():
+                by_step[step].append(value)
+        steps = sorted(by_step)
+        ax.plot(steps, [np.mean(by_step[s]) for s in steps], color=color, linewidth=2,
+                label="%s @ %s: mean of seeds %s, 95%% bootstrap band" % (group, ", ".join(sorted(commits)), ", ".join(map(str, sorted(seeds)))))
+        banded = [s for s in steps if len(by_step[s]) > 1]
+        if banded:
+            low, high = np.array([bootstrap_ci(by_step[s]) for s in banded]).T
+            ax.fill_between(banded, low, high, color=color, alpha=0.15, linewidth=0)
+        last = max(last, steps[-1])
     for algorithm, curve in paper_curves.items():
         visible = [(s, v) for s, v in sorted(curve.items()) if not math.isnan(v)]
         # up to the first point at or past our last step (not all 1M steps: they would squeeze our
         # curves), so that the line reaches the edge even where it is hidden in the paper's figure
-        end = next((i for i, (s, _) in enumerate(visible) if s >= steps[-1]), len(visible) - 1)
-        if steps[-1] >= visible[0][0]:
+        end = next((i for i, (s, _) in enumerate(visible) if s >= last), len(visible) - 1)
+        if last >= visible[0][0]:
             ax.plot(*zip(*visible[:end + 1]), color=PAPER_COLORS.get(algorithm), linestyle="--", linewidth=1.8, label="paper %s (Fig. 3, mean of 5 seeds)" % algorithm)
     ax.set_title(env_id)
     ax.set_xlabel("environment steps")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_steps(int(x))))
-    ax.set_xlim(0, steps[-1])
+    ax.set_xlim(0, last)
     ax.set_ylabel("evaluation return (deterministic policy)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     path = os.path.join(out_dir, "%s_eval_return.png" % env_id)
     fig.savefig(path, dpi=120)
@@ -269,12 +314,22 @@ def plot_env(env_id, seeds, commits, paper_curves, out_dir):
     return path
 
 
+def counted(cell, values, n_seeds):
+    return cell if len(values) == n_seeds else "%s (n=%d)" % (cell, len(values))
+
+
 def mean_cell(values, n_seeds):
     if not values:
         return "–"
     mean, std = mean_std(values)
-    cell = "%.0f ± %.0f" % (mean, std) if len(values) > 1 else "%.0f" % mean
-    return cell if len(values) == n_seeds else "%s (n=%d)" % (cell, len(values))
+    return counted("%.0f ± %.0f" % (mean, std) if len(values) > 1 else "%.0f" % mean, values, n_seeds)
+
+
+def ci_cell(values, n_seeds):
+    if len(values) < 2:
+        return "–"
+    low, high = bootstrap_ci(values)
+    return counted("%.0f [%.0f, %.0f]" % (np.mean(values), low, high), values, n_seeds)
 
 
 def paper_cell(curve, step):
@@ -283,15 +338,25 @@ def paper_cell(curve, step):
     return "hidden" if math.isnan(curve[step]) else "%.0f" % curve[step]
 
 
-def table(results, paper, checkpoints):
+def table(results, paper, checkpoints, summary=False, ci=False, above=None):
+    """The Markdown table: per task and group each seed (not with `summary`), the mean ± sample std over
+    seeds, with `ci` the mean and its 95% bootstrap interval, with `above` how many seeds had an
+    evaluation above that return at or before each step; then the paper's curves."""
     header = ["environment", "source"] + [format_steps(c) for c in checkpoints]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     row = lambda env_id, source, cells: lines.append("| %s | %s | %s |" % (env_id, source, " | ".join(cells)))
-    for env_id, seeds in sorted(results.items()):
-        for seed, evals in sorted(seeds.items()):
-            row(env_id, "ours, seed %d" % seed, ["%.0f" % evals[c] if c in evals else "–" for c in checkpoints])
-        reached = [[evals[c] for evals in seeds.values() if c in evals] for c in checkpoints]
-        row(env_id, "ours, mean ± std", [mean_cell(values, len(seeds)) for values in reached])
+    for env_id, groups in sorted(results.items()):
+        for group, seeds in sorted(groups.items()):
+            if not summary:
+                for seed, evals in sorted(seeds.items()):
+                    row(env_id, "%s, seed %d" % (group, seed), ["%.0f" % evals[c] if c in evals else "–" for c in checkpoints])
+            reached = [[evals[c] for evals in seeds.values() if c in evals] for c in checkpoints]
+            row(env_id, "%s, mean ± std" % group, [mean_cell(values, len(seeds)) for values in reached])
+            if ci:
+                row(env_id, "%s, mean [95%% bootstrap CI]" % group, [ci_cell(values, len(seeds)) for values in reached])
+            if above is not None:
+                row(env_id, "%s, seeds above %g by then" % (group, above),
+                    ["%d of %d" % (sum(any(v > above for s, v in evals.items() if s <= c) for evals in seeds.values()), len(seeds)) for c in checkpoints])
         for algorithm, curve in paper.get(env_id, {}).items():
             row(env_id, "paper %s (Fig. 3)" % algorithm, [paper_cell(curve, c) for c in checkpoints])
     return "\n".join(lines)
@@ -302,28 +367,38 @@ def main(argv):
     parser.error = fail  # one line on stderr, exit code 2, as for every other bad input
     parser.add_argument("--export", nargs="+", metavar="RUNS", help="write --csv from these run directories, parent directories or glob patterns")
     parser.add_argument("--commit", help="with --export: the commit the runs were made with (e.g. abc1234)")
-    parser.add_argument("--update", action="store_true", help="with --export: replace only the (env, seed) pairs of these runs in the existing --csv and keep its other rows")
+    parser.add_argument("--update", action="store_true", help="with --export: replace only these runs (env, seed, cpu, variant) in the existing --csv and keep its other rows")
+    parser.add_argument("--cpu", help="with --export: the CPU model the runs ran on (default: this machine's, %r)" % this_cpu())
+    parser.add_argument("--variant", default="ours", help="with --export: names the code that made the runs, e.g. a fork or another implementation (default: %(default)s)")
+    parser.add_argument("--tag", help="with --export: the evaluation scalar to read (default: %s; the authors' MEow script logs Test/return)" % TAG)
     parser.add_argument("--csv", default="benchmarks/results/mujoco_300k.csv", help="the results CSV: written by --export, read otherwise (default: %(default)s)")
     parser.add_argument("--out-dir", default="docs", help="where the PNGs go (default: %(default)s)")
     parser.add_argument("--steps", nargs="+", default=["100k", "200k", "300k"], help="the table's columns (default: 100k 200k 300k)")
+    parser.add_argument("--by-cpu", action="store_true", help="one group per CPU model within each variant (figures and table)")
+    parser.add_argument("--summary", action="store_true", help="the table without the per-seed rows")
+    parser.add_argument("--ci", action="store_true", help="the table also gives each mean's 95%% bootstrap interval")
+    parser.add_argument("--above", type=float, metavar="RETURN", help="the table also counts the seeds with an evaluation above RETURN by each step")
     args = parser.parse_args(argv)
 
     if args.export:
         if not re.fullmatch(r"[0-9a-f]{7,40}", args.commit or ""):
             fail("--export needs --commit with the runs' commit hash, 7 to 40 hex digits (got %r)" % args.commit)
-        export(args.export, args.commit, args.csv, args.update)
+        export(args.export, args.commit, args.csv, args.update, args.cpu, args.variant, args.tag or TAG)
         return 0
+    for flag in ("cpu", "tag"):
+        if getattr(args, flag):
+            fail("--%s goes with --export" % flag)
     if args.commit:
         fail("--commit goes with --export (plotting takes the commit from the CSV)")
     if args.update:
         fail("--update goes with --export")
     checkpoints = [parse_steps(text) for text in args.steps]
-    results, commits = read_results(args.csv)
+    results, commits = read_results(args.csv, args.by_cpu)
     paper = read_paper()
     os.makedirs(args.out_dir, exist_ok=True)
-    for env_id, seeds in sorted(results.items()):
-        print("wrote %s" % plot_env(env_id, seeds, commits[env_id], paper.get(env_id, {}), args.out_dir), file=sys.stderr)
-    print(table(results, paper, checkpoints))
+    for env_id, groups in sorted(results.items()):
+        print("wrote %s" % plot_env(env_id, groups, commits[env_id], paper.get(env_id, {}), args.out_dir), file=sys.stderr)
+    print(table(results, paper, checkpoints, args.summary, args.ci, args.above))
     return 0
 
 

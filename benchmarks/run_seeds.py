@@ -20,10 +20,24 @@ WORKDIR/runs (the script's own --resume: its saved args, an explicit --total-tim
 skips the jobs whose final model file exists, and starts the others afresh with the flags after --
 (so give the same ones again). Logs are appended to.
     python benchmarks/run_seeds.py --envs Hopper-v4 --seeds 1 2 3 --jobs 2 --resume -- --total-timesteps 300000 --save-model --save-buffer
+SIGTERM or SIGUSR1 sent to this tool goes to its running jobs, which (with --save-model) write a
+checkpoint at their next episode end and stop; it then starts no further job and exits with 128 + the
+signal's number.
+
+Clusters: --slurm FILE writes a SLURM job array instead of running anything, one array task per (env, seed)
+job in the same order, with the same flags after `--`; `sbatch FILE` submits it. Each task runs this tool
+for its own job with --resume, so a task that starts again (re-queued after a pre-emption, or the
+file submitted again) continues from its newest checkpoint, and one whose job has finished ends at once.
+    python benchmarks/run_seeds.py --envs Hopper-v4 Humanoid-v4 --seeds 1 2 3 --slurm seeds.sbatch -- --total-timesteps 1000000 --save-model --save-buffer
 """
 import argparse
 import collections
+import dataclasses
+import importlib.util
+import math
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -33,7 +47,12 @@ DEFAULT_SCRIPT = "meow_continuous_action.py"
 # flags this tool sets itself for every job (with --env-flag); passing them after `--` would make jobs clash
 OWN_FLAGS = ("--seed", "--exp-name", "--exp_name")
 
-Job = collections.namedtuple("Job", ["name", "log_path", "command", "resumed"])
+Job = collections.namedtuple("Job", ["env_id", "seed", "name", "log_path", "command", "resumed"])
+# a SLURM task gets this signal so long before its time limit (its batch shell is this tool, which passes
+# it on): time for the run to reach an episode end and save a checkpoint with a large replay buffer
+SLURM_WARNING = "B:USR1@300"
+# a training process without its replay buffer: torch, MuJoCo, the nets and their optimizer state
+PROCESS_MB = 1024
 
 
 def fail(message):
@@ -72,8 +91,11 @@ def parse_args(argv):
     parser.add_argument("--workdir", default=".", help="jobs run here: runs/ and logs/ are created in it (default: current directory)")
     parser.add_argument("--status-every", type=float, default=60.0, help="seconds between progress reports (default: %(default)s)")
     parser.add_argument("--resume", action="store_true", help="continue each job from its newest checkpoint.pt under WORKDIR/runs; skip the finished ones")
+    parser.add_argument("--slurm", metavar="FILE", help="write a SLURM array script (one task per job) to FILE instead of running the jobs; submit it with sbatch FILE")
     args = parser.parse_args(own)
     args.passthrough = passthrough
+    if args.slurm and args.resume:
+        fail("--resume does not go with --slurm: every array task resumes its own job")
     if args.jobs < 1:
         fail("--jobs must be >= 1 (got %d)" % args.jobs)
     for what, values in (("--envs", args.envs), ("--seeds", args.seeds)):
@@ -107,7 +129,7 @@ def make_jobs(args):
                     resumed = True
             if args.resume and not resumed and "--save-model" not in args.passthrough:
                 print("warning: %s starts afresh without --save-model after --: it will write no checkpoint to resume from" % name, file=sys.stderr)
-            jobs.append(Job(name, os.path.join(log_dir, name + ".log"), tuple(command + args.passthrough), resumed))
+            jobs.append(Job(env_id, seed, name, os.path.join(log_dir, name + ".log"), tuple(command + args.passthrough), resumed))
     return jobs
 
 
@@ -156,8 +178,17 @@ def run(args, jobs):
     env = job_environment(parallel=min(args.jobs, len(jobs)) > 1)
     pending = collections.deque(jobs)
     running = {}  # job -> (Popen, start time, open log file)
-    done, failed = [], []
+    done, failed, stopped = [], [], []
     start = last_status = time.time()
+    stop_signal = []  # SIGTERM or SIGUSR1, once received: passed on to the running jobs, and no job starts after it
+
+    def pass_on(signum, frame):
+        stop_signal.append(signum)
+        for proc, _, _ in running.values():
+            proc.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, pass_on)
 
     def status(with_progress):
         print(
@@ -170,8 +201,8 @@ def run(args, jobs):
                 print("    %s: %s" % (job.name, last_progress_line(job.log_path)), flush=True)
 
     try:
-        while pending or running:
-            while pending and len(running) < args.jobs:
+        while running or (pending and not stop_signal):
+            while pending and len(running) < args.jobs and not stop_signal:
                 job = pending.popleft()
                 log = open(job.log_path, "a" if job.resumed else "w")
                 log.write("$ cd %s && %s\n" % (workdir, " ".join(job.command)))
@@ -189,6 +220,9 @@ def run(args, jobs):
                 if proc.returncode == 0:
                     done.append(job)
                     print("finished %s in %s" % (job.name, took), flush=True)
+                elif stop_signal and proc.returncode in (128 + stop_signal[0], -stop_signal[0]):
+                    stopped.append(job)
+                    print("stopped %s after %s by %s (exit code %d)" % (job.name, took, signal.Signals(stop_signal[0]).name, proc.returncode), flush=True)
                 else:
                     failed.append((job, proc.returncode))
                     print("FAILED %s after %s (exit code %d)" % (job.name, took, proc.returncode), flush=True)
@@ -204,11 +238,13 @@ def run(args, jobs):
             proc.wait()
             log.close()
         sys.exit(130)
-    return done, failed
+    return done, failed, stopped, stop_signal[0] if stop_signal else None
 
 
-def report(jobs, done, failed, workdir):
+def report(jobs, done, failed, stopped, workdir):
     print("\n%d/%d jobs succeeded; run directories are in %s" % (len(done), len(jobs), os.path.join(os.path.abspath(workdir), "runs")))
+    if stopped or len(done) + len(failed) < len(jobs):
+        print("%d stopped by a signal, %d not started: the same command with --resume continues them" % (len(stopped), len(jobs) - len(done) - len(failed) - len(stopped)))
     for job, code in failed:
         how = "killed by signal %d" % -code if code < 0 else "exit code %d" % code
         print("\nFAILED %s (%s); last lines of %s:" % (job.name, how, job.log_path))
@@ -216,12 +252,103 @@ def report(jobs, done, failed, workdir):
             print("    " + line)
 
 
+def flag_value(flags, name):
+    """The value of `name` among the training script's flags (`name V` or `name=V`), or None."""
+    for i, flag in enumerate(flags):
+        if flag == name and i + 1 < len(flags):
+            return flags[i + 1]
+        if flag.startswith(name + "="):
+            return flag[len(name) + 1 :]
+    return None
+
+
+def task_memory_mb(args):
+    """Memory for one job of a script whose replay buffer holds --buffer-size float32 rows of (obs,
+    action, reward, next obs, terminated), as meow_continuous_action.py's: the largest env's buffer,
+    twice with --save-buffer (a checkpoint copies it; a resumed run loads that copy beside its new
+    buffer), plus PROCESS_MB. None for a script without --buffer-size."""
+    sys.path.insert(0, os.path.dirname(args.script))  # for what the script imports from beside it (flow_layers.py)
+    spec = importlib.util.spec_from_file_location("training_script", args.script)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    if "buffer_size" not in {field.name for field in dataclasses.fields(script.Args)}:
+        return None
+    import gymnasium as gym
+
+    value = flag_value(args.passthrough, "--buffer-size")
+    if value is not None and not value.isdigit():
+        fail("--buffer-size takes a number of transitions (got %r)" % value)
+    buffer_size = script.Args.buffer_size if value is None else int(value)
+    widths = []
+    for env_id in args.envs:
+        try:
+            env = gym.make(env_id)
+        except gym.error.Error as e:
+            fail("cannot make %s to size its replay buffer: %s" % (env_id, e))
+        widths.append(2 * env.observation_space.shape[0] + env.action_space.shape[0] + 2)
+        env.close()
+    copies = 2 if "--save-buffer" in args.passthrough else 1
+    return PROCESS_MB + math.ceil(copies * buffer_size * max(widths) * 4 / 2**20)
+
+
+def write_slurm_array(args, jobs):
+    """--slurm FILE: an sbatch script with one array task per job; each task runs this tool with --resume for its job."""
+    memory = task_memory_mb(args)
+    workdir = os.path.abspath(args.workdir)
+    own = ["--jobs", "1", "--resume", "--script", args.script, "--env-flag=" + args.env_flag, "--workdir", workdir, "--status-every", str(args.status_every)]
+    if args.exp_name:
+        own += ["--exp-name", args.exp_name]
+    run = [sys.executable, os.path.abspath(__file__)]
+    last = len(jobs) - 1
+    lines = [
+        "#!/bin/bash",
+        "# Written by benchmarks/run_seeds.py --slurm: one array task per (env, seed) job. Submit with",
+        "#     sbatch %s" % shlex.quote(args.slurm),
+        "# (sbatch options given there win over the lines below: --time, --partition, --gres=gpu:1 ...).",
+        "# Each task runs run_seeds.py --resume for its job: it continues from the job's newest checkpoint.pt",
+        "# when it starts (a re-queued task resumes), and ends at once if the job's final model exists. SLURM",
+        "# pre-empts with SIGTERM and warns of the time limit with SIGUSR1: a run with --save-model then writes",
+        "# a checkpoint and stops (submit the file again to go on after a time limit).",
+        "#SBATCH --job-name=%s" % os.path.splitext(os.path.basename(args.script))[0],
+        "#SBATCH --array=0-%d" % last,
+        "#SBATCH --cpus-per-task=1",
+    ]
+    if memory is not None:
+        lines.append("#SBATCH --mem=%dM" % memory)
+    lines += [
+        "#SBATCH --requeue",
+        "#SBATCH --signal=%s" % SLURM_WARNING,
+        "#SBATCH --output=%s" % os.path.join(workdir, "logs", "slurm-%A_%a.out"),
+        "#SBATCH --open-mode=append",  # a re-queued task adds to its output
+        "set -euo pipefail",
+        'case "${SLURM_ARRAY_TASK_ID:?is not set: submit this file with sbatch}" in',
+    ]
+    lines += ["    %d) job=(%s) ;;" % (i, shlex.join(["--envs", job.env_id, "--seeds", str(job.seed)])) for i, job in enumerate(jobs)]
+    lines += [
+        '    *) echo "error: this array has tasks 0-%d, not $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;' % last,
+        "esac",
+        'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}" MKL_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
+        'exec %s "${job[@]}" %s -- %s' % (shlex.join(run), shlex.join(own), shlex.join(args.passthrough)),
+    ]
+    os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)  # sbatch does not create the --output folder
+    with open(args.slurm, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    if "--save-model" not in args.passthrough:
+        print("warning: without --save-model after --, the tasks write no checkpoints: a pre-empted or re-queued task starts over", file=sys.stderr)
+    print("wrote %s: %d array tasks (%s), %s per task; submit it with: sbatch %s"
+          % (args.slurm, len(jobs), ", ".join(job.name for job in jobs),
+             "--mem=%dM" % memory if memory is not None else "no --mem (give sbatch --mem=...)", args.slurm))
+    return 0
+
+
 def main(argv):
     args = parse_args(argv)
     jobs = make_jobs(args)
-    done, failed = run(args, jobs)
-    report(jobs, done, failed, args.workdir)
-    return 1 if failed else 0
+    if args.slurm:
+        return write_slurm_array(args, jobs)
+    done, failed, stopped, stop_signal = run(args, jobs)
+    report(jobs, done, failed, stopped, args.workdir)
+    return 128 + stop_signal if stop_signal else 1 if failed else 0
 
 
 if __name__ == "__main__":

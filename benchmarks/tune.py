@@ -11,11 +11,16 @@ sweep goes on; the tool exits 1 if no trial of the study has completed.
 
 The study lives in an Optuna RDB storage (default: the SQLite file ./meow_tune.db) and is
 opened with load_if_exists, so running the same command again resumes the sweep (each
-invocation adds --n-trials trials), and several worker processes on one machine can share the
-SQLite file. To spread a sweep over several machines, give every worker the same database
-server, e.g. --storage postgresql://user:password@host/dbname (or mysql://...; needs the
-matching driver, e.g. psycopg2) and the same --study-name. Trials run with OMP_NUM_THREADS=1
-unless it is set (the nets are small).
+invocation adds --n-trials trials; --n-trials 0 only prints the best trial so far), and several
+worker processes on one machine can share the SQLite file. To spread a sweep over several
+machines, give every worker the same database server, e.g. --storage
+postgresql://user:password@host/dbname (its driver, psycopg, is in requirements.txt) and the same
+--study-name. Trials run with OMP_NUM_THREADS=1 unless it is set (the nets are small).
+
+A worker that dies (its machine fails, or it is killed) takes its training run with it (Linux) and
+stops the heartbeat it writes to the study every --heartbeat-interval seconds; after two intervals
+without one, the next worker to start a trial marks the dead worker's trial FAIL and queues its
+parameters once more as a new trial, which the next free worker runs.
 
 Example (a sweep of 2 workers x 10 trials of 100k steps, scored on the last 5 evaluations):
     for worker in 1 2; do
@@ -24,13 +29,20 @@ Example (a sweep of 2 workers x 10 trials of 100k steps, scored on the last 5 ev
 """
 import argparse
 import collections
+import contextlib
+import ctypes
 import glob
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
+import warnings
 
 import numpy as np
 import optuna
+import sqlalchemy
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from run_seeds import DEFAULT_SCRIPT, fail, resolve_script, split_passthrough  # the conventions of run_seeds.py
@@ -59,17 +71,18 @@ def parse_args(argv):
     )
     parser.add_argument("--env-id", default="Hopper-v4", help="environment to tune on (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="training seed of every trial (default: %(default)s)")
-    parser.add_argument("--n-trials", type=int, default=20, help="trials this invocation runs (default: %(default)s)")
+    parser.add_argument("--n-trials", type=int, default=20, help="trials this invocation runs; 0: print the study's best trial and exit (default: %(default)s)")
     parser.add_argument("--last-evals", type=int, default=5, help="score = mean eval/return over this many last evaluations (default: %(default)s)")
     parser.add_argument("--storage", default="sqlite:///meow_tune.db", help="Optuna storage URL (default: %(default)s)")
     parser.add_argument("--study-name", default=None, help="study to create or resume (default: meow-ENV_ID)")
     parser.add_argument("--script", default=DEFAULT_SCRIPT, help="training script (default: %(default)s)")
     parser.add_argument("--workdir", default="tune_runs", help="trial runs and logs go under WORKDIR/STUDY_NAME/ (default: %(default)s)")
     parser.add_argument("--sampler-seed", type=int, default=None, help="seed of the TPE sampler (leave unset when workers share a study)")
+    parser.add_argument("--heartbeat-interval", type=int, default=60, help="seconds between a running trial's heartbeats; one silent for two intervals is a dead worker's (default: %(default)s)")
     args = parser.parse_args(own)
     args.passthrough = passthrough
-    if args.n_trials < 1 or args.last_evals < 1:
-        fail("--n-trials and --last-evals must be >= 1")
+    if args.n_trials < 0 or args.last_evals < 1 or args.heartbeat_interval < 1:
+        fail("--n-trials must be >= 0, --last-evals and --heartbeat-interval >= 1")
     clashing = [f for f in passthrough if f.split("=")[0] in OWN_FLAGS]
     if clashing:
         fail("%s is set by tune.py itself (use --env-id/--seed, or edit SEARCH_SPACE)" % clashing[0])
@@ -91,7 +104,38 @@ def read_evals(run_dir):
     return [event.value for event in sorted(accumulator.Scalars(TAG), key=lambda e: e.step)]
 
 
-def run_trial(args, trial, env):
+# prctl(PR_SET_PDEATHSIG, sig): the kernel sends sig to this process when its parent dies (Linux); libc
+# is loaded here, so that the child between fork and exec only makes the call
+PR_SET_PDEATHSIG = 1
+LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def die_with_parent():
+    """preexec_fn of a trial's training run: it is killed when this worker dies, even by SIGKILL."""
+    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def heartbeat(storage, trial):
+    """Write the trial's heartbeat to the study every interval while the trial runs and is scored, so
+    that a worker that dies leaves a trial whose heartbeat goes stale."""
+    storage.record_heartbeat(trial._trial_id)  # before the run: a trial that never had one never goes stale
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(storage.heartbeat_interval):
+            storage.record_heartbeat(trial._trial_id)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def run_trial(args, trial, env, storage):
     """Train with the trial's sampled flags; return its score or raise TrialFailed."""
     params = {name: trial.suggest_float(name, low, high, log=log) for name, (low, high, log) in SEARCH_SPACE.items()}
     trial_dir = os.path.abspath(os.path.join(args.workdir, args.study_name, "trial_%d" % trial.number))
@@ -102,11 +146,14 @@ def run_trial(args, trial, env):
     command += ["--%s=%s" % (name.replace("_", "-"), value) for name, value in params.items()] + args.passthrough
     log_path = os.path.join(trial_dir, "train.log")
     trial.set_user_attr("log", log_path)
-    print("trial %d: %s (log: %s)" % (trial.number, ", ".join("%s=%.4g" % kv for kv in params.items()), log_path), flush=True)
+    retried = storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")  # set by RetryHeartbeatStaleTrialCallback
+    print("trial %d%s: %s (log: %s)" % (trial.number, "" if retried is None else " (trial %d again: its worker died)" % retried,
+                                        ", ".join("%s=%.4g" % kv for kv in params.items()), log_path), flush=True)
     with open(log_path, "w") as log:
         log.write("$ %s\n" % " ".join(command))
         log.flush()
-        code = subprocess.call(command, cwd=trial_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        code = subprocess.call(command, cwd=trial_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               preexec_fn=die_with_parent if LIBC else None)
     if code != 0:
         raise TrialFailed("training exited with code %d; last lines of %s:\n%s" % (code, log_path, tail(log_path)))
     new_runs = sorted(set(glob.glob(os.path.join(trial_dir, "runs", "*"))) - before)
@@ -121,6 +168,19 @@ def run_trial(args, trial, env):
     return float(np.mean(evals[-args.last_evals :]))
 
 
+def open_storage(args):
+    """The study's RDB storage. Workers started at once on a new database race to create its tables
+    (optuna/optuna#1092); the loser's error does not come back when it opens the storage again."""
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(args.storage, heartbeat_interval=args.heartbeat_interval,
+                                              heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == 2:
+                raise
+            time.sleep(1)
+
+
 def main(argv):
     args = parse_args(argv)
     env = dict(os.environ)
@@ -129,14 +189,27 @@ def main(argv):
     # spin-waiting made a tiny run ~10x slower; a value the user exported is kept
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("MKL_NUM_THREADS", "1")
+    # Optuna calls its heartbeat API experimental, and expects it with study.optimize, which ask/tell
+    # replaces here; both work as documented, so their warnings would only be noise in every worker's log
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    storage = open_storage(args)
     sampler = optuna.samplers.TPESampler(seed=args.sampler_seed)
-    study = optuna.create_study(storage=args.storage, study_name=args.study_name, direction="maximize", sampler=sampler, load_if_exists=True)
+    if args.n_trials == 0:
+        try:
+            study = optuna.load_study(storage=storage, study_name=args.study_name, sampler=sampler)
+        except KeyError:
+            fail("no study %r in %s" % (args.study_name, args.storage))
+    else:
+        study = optuna.create_study(storage=storage, study_name=args.study_name, direction="maximize", sampler=sampler, load_if_exists=True)
     # ask/tell rather than study.optimize: a failed run is an expected outcome, reported with its
     # log tail, not an exception with a traceback
     for _ in range(args.n_trials):
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, and queued again
         trial = study.ask()
         try:
-            score = run_trial(args, trial, env)
+            with heartbeat(storage, trial):
+                score = run_trial(args, trial, env, storage)
         except TrialFailed as e:
             print("trial %d FAILED: %s" % (trial.number, e), file=sys.stderr, flush=True)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)

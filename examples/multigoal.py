@@ -16,7 +16,9 @@ examples/multigoal_modes.py measures how far both policies are from the exact so
 
 Run (from anywhere): python examples/multigoal.py                 # MEow, writes docs/multigoal.png
                      python examples/multigoal.py --baseline gaussian --seeds 1 2 3
+                     python examples/multigoal.py --script fork_affine.py    # a fork's network (ablations/README.md)
 """
+import importlib.util
 import os
 import random
 import sys
@@ -40,7 +42,8 @@ import torch.nn.functional as F
 import tyro
 
 from flow_layers import MLP, AdditiveCoupling, Dropout
-from meow_continuous_action import FlowPolicy, ReplayBuffer, make_optimizer, make_update
+import meow_continuous_action
+from meow_continuous_action import ReplayBuffer, make_optimizer
 
 
 @dataclass
@@ -50,7 +53,9 @@ class Args:
     baseline: Literal["none", "gaussian"] = "none"
     """'none' trains MEow; 'gaussian' trains the SAC tanh-Gaussian ablation in the same loop"""
     figure: Optional[str] = None
-    """where to write the figure (default: docs/multigoal.png, or docs/multigoal_gaussian.png for the baseline)"""
+    """where to write the figure (default: docs/multigoal.png; docs/multigoal_gaussian.png for the baseline, docs/multigoal_FORK.png for a fork)"""
+    script: str = "meow_continuous_action.py"
+    """the MEow script whose FlowPolicy and make_update are trained: the original, or a fork of it beside it (ablations/README.md, e.g. fork_affine.py)"""
     torch_threads: int = 1
     """torch CPU threads; the networks are tiny, so one thread is the fastest"""
 
@@ -224,14 +229,30 @@ def make_sac_update(agent, target, args):
     return update
 
 
+SCRIPTS = {os.path.abspath(meow_continuous_action.__file__): meow_continuous_action}  # imported once each
+
+
+def load_script(path):
+    """The MEow script at `path` (as given, else relative to the repository root), imported: the
+    original or a fork of it (ablations/README.md) that runs beside it."""
+    found = [os.path.abspath(p) for p in (path, os.path.join(REPO_ROOT, path)) if os.path.isfile(p)]
+    if not found:
+        raise SystemExit("error: no such MEow script: %s (neither here nor in %s)" % (path, REPO_ROOT))
+    if found[0] not in SCRIPTS:
+        spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(found[0]))[0], found[0])
+        SCRIPTS[found[0]] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(SCRIPTS[found[0]])
+    return SCRIPTS[found[0]]
+
+
 def make_flow(args):
-    """MEow's FlowPolicy with args.couplings couplings and dropout args.dropout in their nets.
+    """The script's FlowPolicy (MEow's by default) with args.couplings couplings and dropout args.dropout in their nets.
 
     FlowPolicy builds the paper's 4 couplings with dropout 0.1; other counts and rates are made from
     it afterwards, so that the defaults draw the same initial weights as FlowPolicy alone.
     """
-    flow = FlowPolicy(2, 2, args.alpha, args.sigma_max, args.sigma_min)
-    for i in range(len(flow.couplings), args.couplings):
+    flow = load_script(args.script).FlowPolicy(2, 2, args.alpha, args.sigma_max, args.sigma_min)
+    for i in range(len(flow.couplings), args.couplings):  # check_args: only additive flows get more
         net = MLP([2 + 2, flow.hidden, flow.hidden, 2], init="orthogonal", layer_norm=True, dropout=args.dropout)
         flow.couplings.append(AdditiveCoupling(flow.couplings[i % 2].mask.clone(), net))
     del flow.couplings[args.couplings :]
@@ -254,7 +275,7 @@ def build_agent(args):
     if args.baseline == "gaussian":
         return agent, make_sac_update(agent, target, args)
     # MEow: the single soft-Bellman loss trains policy and critic at once, no actor loss
-    update, _ = make_update(agent, target, args.learning_rate, args.gamma, args.tau, args.max_grad_norm)
+    update, _ = load_script(args.script).make_update(agent, target, args.learning_rate, args.gamma, args.tau, args.max_grad_norm)
     return agent, update
 
 
@@ -266,12 +287,12 @@ def act(agent, obs, deterministic=False):
 
 
 def soft_q(agent, obs, actions):
-    """min over the two soft Q columns. For MEow this is alpha * log pi(a|s) + V(s): the policy itself."""
+    """min over the soft Q columns. For MEow this is alpha * log pi(a|s) + V(s): the policy itself."""
     with torch.no_grad():
-        if isinstance(agent, FlowPolicy):
-            q, _ = agent.q_and_v(obs, actions)
-        else:
+        if isinstance(agent, GaussianSAC):
             q = agent.q(obs, actions)
+        else:
+            q, _ = agent.q_and_v(obs, actions)
     return q.min(dim=1).values
 
 
@@ -374,10 +395,10 @@ def draw_figure(agent, args, paths, goals, title, path):
     samples = act(agent, np.zeros((300, 2), dtype=np.float32))
     ax_q.scatter(samples[:, 0], samples[:, 1], s=4, c="white", edgecolors="none", alpha=0.8, label="a ~ pi(.|s0)")
     ax_q.set(xlim=(-1, 1), ylim=(-1, 1), aspect="equal", xlabel="action x", ylabel="action y")
-    if isinstance(agent, FlowPolicy):
-        ax_q.set_title("MEow's soft Q at s0 = (0, 0)\n= alpha log pi(a|s0) + V(s0): the policy itself", fontsize=10)
-    else:
+    if isinstance(agent, GaussianSAC):
         ax_q.set_title("SAC critics' soft Q at s0 = (0, 0)\n(the actor is one Gaussian per state)", fontsize=10)
+    else:
+        ax_q.set_title("MEow's soft Q at s0 = (0, 0)\n= alpha log pi(a|s0) + V(s0): the policy itself", fontsize=10)
     ax_q.legend(loc="upper right", fontsize=8, markerscale=3)
 
     fig.tight_layout()
@@ -397,15 +418,29 @@ def check_args(args):
         problems.append("need --couplings >= 1 and 0 <= --dropout < 1")
     if args.total_timesteps <= args.learning_starts or args.batch_size < 1 or args.eval_rollouts < 1:
         problems.append("need --total-timesteps > --learning-starts, --batch-size >= 1 and --eval-rollouts >= 1")
+    if args.baseline == "none":
+        couplings = load_script(args.script).FlowPolicy(2, 2, 1.0, 0.0, -1.0).couplings
+        if args.couplings > len(couplings) and not isinstance(couplings[0], AdditiveCoupling):
+            problems.append("--couplings above %d adds additive couplings, and %s's are %s" % (len(couplings), args.script, type(couplings[0]).__name__))
     if problems:
         raise SystemExit("error: " + "; ".join(problems))
+
+
+def agent_name(args):
+    """The baseline, MEow, or MEow of a fork (its file name): how reports and figures name the agent."""
+    if args.baseline == "gaussian":
+        return "Gaussian SAC"
+    script = load_script(args.script)
+    return "MEow" if script is meow_continuous_action else "MEow (%s)" % os.path.basename(script.__file__)
 
 
 def main(args):
     check_args(args)
     torch.set_num_threads(args.torch_threads)
-    name = "Gaussian SAC" if args.baseline == "gaussian" else "MEow"
-    figure = args.figure or os.path.join(REPO_ROOT, "docs", "multigoal_gaussian.png" if args.baseline == "gaussian" else "multigoal.png")
+    name = agent_name(args)
+    fork = os.path.splitext(os.path.basename(args.script))[0]
+    default_figure = "multigoal_gaussian.png" if args.baseline == "gaussian" else "multigoal.png" if name == "MEow" else "multigoal_%s.png" % fork
+    figure = args.figure or os.path.join(REPO_ROOT, "docs", default_figure)
     goal_xy = MultiGoalEnv(args.goal_distance).goals
     print("%s on the multi-goal task, seeds %s, %d steps each" % (name, list(args.seeds), args.total_timesteps))
     lines = []

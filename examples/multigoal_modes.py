@@ -40,7 +40,6 @@ import soft_optimal as so
 
 # where the distances are measured: pi* has 4, 2 and 1 modes there at the defaults
 STATES = (("start (0, 0)", (0.0, 0.0)), ("between goals (2.5, 2.5)", (2.5, 2.5)), ("on the way (2.5, 0)", (2.5, 0.0)))
-NAMES = {"meow": "MEow", "gaussian": "Gaussian SAC"}
 
 
 @dataclass
@@ -52,7 +51,9 @@ class Args:
     policies: Tuple[Literal["meow", "gaussian"], ...] = ("meow", "gaussian")
     """which policies to train and measure"""
     figure: Optional[str] = None
-    """where to write the figure (default: docs/multigoal_modes.png)"""
+    """where to write the figure (default: docs/multigoal_modes.png, or docs/multigoal_modes_FORK.png for a fork)"""
+    script: str = "meow_continuous_action.py"
+    """the MEow script whose policy is trained as "meow": the original, or a fork of it beside it (ablations/README.md, e.g. fork_affine.py)"""
     torch_threads: int = 1
     """torch CPU threads; the networks are tiny, so one thread is the fastest"""
     cells_per_unit: int = 10
@@ -112,9 +113,9 @@ def table(star_modes, rows):
     head = "| policy | seed | steps | " + " | ".join(name for name, _ in STATES) + " |"
     lines = [head, "|" + "---|" * (3 + len(STATES))]
     lines.append("| pi* (exact) | | | " + " | ".join("0 / 0 / %d (%d)" % m for m in star_modes) + " |")
-    for policy, seed, steps, per_state in rows:
+    for name, seed, steps, per_state in rows:
         cells = ["%.2f / %.2f / %d (%d)" % (m["kl"], m["tv"], m["modes"], m["pre_tanh"]) for m in per_state]
-        lines.append("| %s | %d | %d | %s |" % (NAMES[policy], seed, steps, " | ".join(cells)))
+        lines.append("| %s | %d | %d | %s |" % (name, seed, steps, " | ".join(cells)))
     return "\n".join(lines)
 
 
@@ -153,9 +154,11 @@ def check_args(args):
 def main(args):
     check_args(args)
     torch.set_num_threads(args.torch_threads)
-    figure = args.figure or os.path.join(mg.REPO_ROOT, "docs", "multigoal_modes.png")
+    fork = os.path.splitext(os.path.basename(args.script))[0]
+    default_figure = "multigoal_modes.png" if mg.load_script(args.script) is mg.meow_continuous_action else "multigoal_modes_%s.png" % fork
+    figure = args.figure or os.path.join(mg.REPO_ROOT, "docs", default_figure)
     train_args = mg.Args(total_timesteps=max(args.steps), alpha=args.alpha, sigma_max=args.sigma_max, sigma_min=args.sigma_min,
-                         couplings=args.couplings, dropout=args.dropout)
+                         couplings=args.couplings, dropout=args.dropout, script=args.script)
     mg.check_args(train_args)
     task = mg.MultiGoalEnv(train_args.goal_distance, train_args.goal_radius, train_args.goal_bonus, train_args.action_cost,
                            train_args.distance_cost)
@@ -175,6 +178,7 @@ def main(args):
     rows, panels = [], []
     for policy in args.policies:
         train_args.baseline = "gaussian" if policy == "gaussian" else "none"
+        name = mg.agent_name(train_args)
         for k, seed in enumerate(args.seeds):
             start = time.time()
             found = {}
@@ -186,14 +190,14 @@ def main(args):
             mg.train(train_args, seed, on_step)
             for steps in sorted(found):
                 per_state = [measure(lp_star, lp, area, args.mode_share) for lp_star, lp in zip(log_p_star, found[steps])]
-                rows.append((policy, seed, steps, per_state))
-                print("%s seed %d, %d steps: %s" % (NAMES[policy], seed, steps, "; ".join(
-                    "%s KL %.3f TV %.3f modes %d (pre-tanh %d)" % (name, m["kl"], m["tv"], m["modes"], m["pre_tanh"])
-                    for (name, _), m in zip(STATES, per_state))))
+                rows.append((name, seed, steps, per_state))
+                print("%s seed %d, %d steps: %s" % (name, seed, steps, "; ".join(
+                    "%s KL %.3f TV %.3f modes %d (pre-tanh %d)" % (state, m["kl"], m["tv"], m["modes"], m["pre_tanh"])
+                    for (state, _), m in zip(STATES, per_state))))
             print("  [%.0f s]" % (time.time() - start))
             if k == 0:
                 last = max(found)
-                title = "%s, seed %d, %dk steps" % (NAMES[policy], seed, last // 1000)
+                title = "%s, seed %d, %dk steps" % (name, seed, last // 1000)
                 panels.append((title, np.exp(found[last][0][: len(actions)]), rows[-1][3][0]))
     print(table(star_modes, rows))
     draw_figure(np.exp(log_p_star[0]), panels, args.action_cells, args.mode_share, figure)

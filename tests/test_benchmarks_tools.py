@@ -5,6 +5,8 @@ plot.py's many bad-input cases run in-process (a subprocess each would take a se
 """
 import csv
 import os
+import re
+import signal
 import struct
 import subprocess
 import sys
@@ -80,10 +82,11 @@ def test_export_then_plot_the_runs_of_run_seeds(tiny_runs):
     workdir, _ = tiny_runs
     result = run_tool("plot.py", ["--export", "runs", "--commit", "abc1234", "--csv", "results/tiny.csv"], workdir)
     assert result.returncode == 0, result.stderr
-    expected = [["env", "seed", "step", "return", "commit"]]
+    expected = [plot.COLUMNS]
     for seed in (1, 2):
         (name,) = [n for n in os.listdir(workdir / "runs") if n.split("__")[2] == str(seed)]
-        expected += [["Hopper-v4", str(seed), str(step), str(np.float32(value)), "abc1234"] for step, value in sorted(evals(workdir / "runs" / name).items())]
+        expected += [["Hopper-v4", str(seed), str(step), str(np.float32(value)), "abc1234", plot.this_cpu(), "ours"]
+                     for step, value in sorted(evals(workdir / "runs" / name).items())]
     assert read_csv(workdir / "results" / "tiny.csv") == expected
     assert len(expected) == 5  # two seeds, evaluated at 200 and 400
 
@@ -119,14 +122,15 @@ def test_export_reads_the_newest_run_of_each_seed(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "same seed; using the newer one" in result.stderr
     assert "Hopper-v4 seed 1: 3 evaluations, last at 30k: 1235" in result.stdout
+    here = [plot.this_cpu(), "ours"]
     assert read_csv(tmp_path / "out.csv") == [
-        ["env", "seed", "step", "return", "commit"],
-        ["Hopper-v4", "1", "10000", "100.0", "0123abcd"],
-        ["Hopper-v4", "1", "20000", "512.125", "0123abcd"],
-        ["Hopper-v4", "1", "30000", "1234.5677", "0123abcd"],  # float32, as TensorBoard stores it
-        ["Hopper-v4", "2", "10000", "250.25", "0123abcd"],
-        ["Hopper-v4", "2", "20000", "700.5", "0123abcd"],
-        ["Walker2d-v4", "1", "10000", "-3.5", "0123abcd"],
+        plot.COLUMNS,
+        ["Hopper-v4", "1", "10000", "100.0", "0123abcd"] + here,
+        ["Hopper-v4", "1", "20000", "512.125", "0123abcd"] + here,
+        ["Hopper-v4", "1", "30000", "1234.5677", "0123abcd"] + here,  # float32, as TensorBoard stores it
+        ["Hopper-v4", "2", "10000", "250.25", "0123abcd"] + here,
+        ["Hopper-v4", "2", "20000", "700.5", "0123abcd"] + here,
+        ["Walker2d-v4", "1", "10000", "-3.5", "0123abcd"] + here,
     ]
 
     # runs of two experiments cannot share one CSV (it has no experiment column): the old file stays
@@ -176,16 +180,69 @@ def test_export_update_replaces_only_the_seeds_it_exports(tmp_path, monkeypatch,
     assert exit.value.code == 2 and capsys.readouterr().err.startswith("error: --update: no such file: out.csv")
     assert sorted(os.listdir(tmp_path)) == ["runs"]
 
+    # a file of the old format (no cpu and variant columns): its rows come back as "ours" on an unnamed CPU
     old = [["env", "seed", "step", "return", "commit"],
            ["Hopper-v4", "1", "10000", "1.0", "aaaaaaa"], ["Hopper-v4", "1", "20000", "2.0", "aaaaaaa"],
            ["Hopper-v4", "2", "10000", "3.0", "aaaaaaa"], ["Hopper-v4", "2", "20000", "4.0", "aaaaaaa"], ["Hopper-v4", "2", "30000", "5.0", "aaaaaaa"],
            ["Walker2d-v4", "2", "10000", "6.0", "aaaaaaa"]]
     with open("out.csv", "w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(old)
-    assert plot.main(["--export", "runs", "--commit", "bbbbbbb", "--csv", "out.csv", "--update"]) == 0
-    assert "kept 3 rows of 2 other runs from out.csv" in capsys.readouterr().out
-    # the old seed-2 rows all go, its 30k included; the other runs keep their rows and their commit
-    assert read_csv(tmp_path / "out.csv") == old[:3] + [["Hopper-v4", "2", "10000", "7.5", "bbbbbbb"], ["Hopper-v4", "2", "20000", "8.5", "bbbbbbb"]] + old[6:]
+    args = ["--export", "runs", "--commit", "bbbbbbb", "--csv", "out.csv", "--update", "--cpu", "AMD EPYC"]
+    assert plot.main(args) == 0
+    assert "kept 6 rows of 3 other runs from out.csv" in capsys.readouterr().out
+    # the same seed on another CPU is another run: it is added, and the old seed-2 rows stay
+    new = [["Hopper-v4", "2", "10000", "7.5", "bbbbbbb", "AMD EPYC", "ours"], ["Hopper-v4", "2", "20000", "8.5", "bbbbbbb", "AMD EPYC", "ours"]]
+    assert read_csv(tmp_path / "out.csv") == [plot.COLUMNS] + [row + ["", "ours"] for row in old[1:6]] + new + [old[6] + ["", "ours"]]
+    writer = SummaryWriter(str(tmp_path / "runs" / "Hopper-v4__meow__2__200"))  # and again on the same CPU
+    writer.add_scalar("eval/return", 9.5, 10000)
+    writer.close()
+    assert plot.main(args) == 0
+    assert "kept 6 rows of 3 other runs from out.csv" in capsys.readouterr().out
+    # the old seed-2 rows of that CPU all go (its 20k included); the other runs keep their rows and their commit
+    assert read_csv(tmp_path / "out.csv") == [plot.COLUMNS] + [row + ["", "ours"] for row in old[1:6]] + [
+        ["Hopper-v4", "2", "10000", "9.5", "bbbbbbb", "AMD EPYC", "ours"], old[6] + ["", "ours"]]
+
+
+def test_export_names_the_cpu_the_variant_and_reads_another_tag(tmp_path, monkeypatch, capsys):
+    """The authors' script logs its evaluation as Test/return; --variant and --cpu label the runs."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    monkeypatch.chdir(tmp_path)
+    writer = SummaryWriter(str(tmp_path / "runs" / "Walker2d-v4__meow_continuous_action__1__100"))
+    for step, value in ((10000, 5.0), (20000, 1600.0)):
+        writer.add_scalar("Test/return", value, step)
+    writer.add_scalar("eval/return", -1.0, 10000)  # not the tag asked for
+    writer.close()
+    assert plot.main(["--export", "runs", "--commit", "cccccccc", "--csv", "a.csv", "--tag", "Test/return", "--variant", "authors", "--cpu", "Intel Xeon"]) == 0
+    assert read_csv(tmp_path / "a.csv") == [plot.COLUMNS, ["Walker2d-v4", "1", "10000", "5.0", "cccccccc", "Intel Xeon", "authors"],
+                                            ["Walker2d-v4", "1", "20000", "1600.0", "cccccccc", "Intel Xeon", "authors"]]
+    assert plot.main(["--export", "runs", "--commit", "cccccccc", "--csv", "b.csv"]) == 0
+    assert read_csv(tmp_path / "b.csv")[1] == ["Walker2d-v4", "1", "10000", "-1.0", "cccccccc", plot.this_cpu(), "ours"]
+    capsys.readouterr()
+
+
+def test_table_by_cpu_gives_bootstrap_intervals_and_counts_the_seeds_above_a_return(tmp_path, capsys):
+    rows = [plot.COLUMNS]
+    for cpu, seed, values in (("AMD", 1, (400, 2000)), ("AMD", 2, (600, 1400)), ("Intel", 1, (300, 500)), ("Intel", 2, (1600, 700))):
+        rows += [["Walker2d-v4", str(seed), str(step), str(value), "abc1234", cpu, "ours"] for step, value in zip((100000, 200000), values)]
+    with open(tmp_path / "w.csv", "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    with pytest.raises(SystemExit):  # seed 1 ran on two CPUs: they are not one run
+        plot.main(["--csv", str(tmp_path / "w.csv"), "--out-dir", str(tmp_path / "figs"), "--steps", "100k", "200k"])
+    assert "error: %s line 6: Walker2d-v4 seed 1 ran on several CPUs (AMD, Intel): split them with --by-cpu" % (tmp_path / "w.csv") in capsys.readouterr().err
+    assert plot.main(["--csv", str(tmp_path / "w.csv"), "--out-dir", str(tmp_path / "figs"), "--steps", "100k", "200k", "--by-cpu", "--ci", "--above", "1500", "--summary"]) == 0
+    header, table = markdown_rows(capsys.readouterr().out)
+    # two seeds: the bootstrap means are a, (a+b)/2 and b with probabilities 1/4, 1/2, 1/4, so the 95%
+    # interval is [min, max]; "above 1500 by then" counts a seed once it has passed 1500 at or before the step
+    assert [[row[c] for c in header[1:]] for row in table if row["environment"] == "Walker2d-v4" and row["source"].startswith("ours")] == [
+        ["ours, AMD, mean ± std", "500 ± 141", "1700 ± 424"],
+        ["ours, AMD, mean [95% bootstrap CI]", "500 [400, 600]", "1700 [1400, 2000]"],
+        ["ours, AMD, seeds above 1500 by then", "0 of 2", "1 of 2"],
+        ["ours, Intel, mean ± std", "950 ± 919", "600 ± 141"],
+        ["ours, Intel, mean [95% bootstrap CI]", "950 [300, 1600]", "600 [500, 700]"],
+        ["ours, Intel, seeds above 1500 by then", "1 of 2", "1 of 2"],
+    ]
+    assert sorted(os.listdir(tmp_path / "figs")) == ["Walker2d-v4_eval_return.png"]
 
 
 def test_plot_rebuilds_table_and_figures_from_the_csv_alone(tmp_path):
@@ -225,15 +282,27 @@ def test_plot_rebuilds_table_and_figures_from_the_csv_alone(tmp_path):
     assert by_source["HalfCheetah-v4", "paper SAC (Fig. 3)"] == ["1959", "10994"]
 
 
-def test_readme_results_table_is_what_plot_prints_from_the_committed_csv(tmp_path):
-    """The README's table is not typed in: it is plot.py's output for benchmarks/results/mujoco_300k.csv."""
-    result = run_tool("plot.py", ["--csv", os.path.join(ROOT, "benchmarks", "results", "mujoco_300k.csv"), "--out-dir", "figs"], tmp_path)
+def section(path, heading):
+    with open(os.path.join(ROOT, path)) as f:
+        text = f.read()
+    text = text[text.index(heading):]
+    return text[:text.index("\n## ", 1)]
+
+
+def first_table(text):
+    """The first Markdown table of a text, as markdown_rows gives it."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return markdown_rows("\n".join(lines[start:end]))
+
+
+@pytest.mark.parametrize("doc, heading, flags", [("README.md", "## Results", ["--summary"]), ("docs/reproducing.md", "## Results in full", [])])
+def test_results_tables_are_what_plot_prints_from_the_committed_csv(tmp_path, doc, heading, flags):
+    """The tables are not typed in: they are plot.py's output for benchmarks/results/mujoco_300k.csv."""
+    result = run_tool("plot.py", ["--csv", os.path.join(ROOT, "benchmarks", "results", "mujoco_300k.csv"), "--out-dir", "figs", *flags], tmp_path)
     assert result.returncode == 0, result.stderr
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
-    results = readme[readme.index("## Results"):]
-    results = results[:results.index("\n## ", 1)]
-    assert markdown_rows(results) == markdown_rows(result.stdout)
+    assert first_table(section(doc, heading)) == markdown_rows(result.stdout)
 
 
 def test_run_seeds_resumes_cut_off_jobs_and_skips_finished_ones(tmp_path):
@@ -252,6 +321,25 @@ def test_run_seeds_resumes_cut_off_jobs_and_skips_finished_ones(tmp_path):
     assert sorted(evals(run_dir)) == [200, 400, 600]
     result = run_tool("run_seeds.py", own + ["--resume", "--", "--total-timesteps", "600"], tmp_path)
     assert "skipping Hopper-v4__meow_continuous_action__1: finished" in result.stdout and "0/0 jobs succeeded" in result.stdout
+
+
+def test_run_seeds_passes_a_stop_signal_on_to_its_jobs_and_starts_no_further_one(tmp_path):
+    own = ["--envs", "Hopper-v4", "--seeds", "1", "2", "--jobs", "1"]
+    flags = TINY + ["--total-timesteps", "600", "--log-frequency", "100", "--save-model"]
+    tool = subprocess.Popen([sys.executable, os.path.join(BENCHMARKS, "run_seeds.py"), *own, "--", *flags], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "logs" / "Hopper-v4__meow_continuous_action__1.log"
+    deadline = time.time() + 300
+    while not (log.exists() and "step 200/600" in log.read_text()):
+        assert time.time() < deadline and tool.poll() is None, "seed 1 did not reach step 200"
+        time.sleep(0.2)
+    tool.send_signal(signal.SIGUSR1)  # to the tool alone, as SLURM's --signal=B:USR1@... does
+    out, _ = tool.communicate(timeout=300)
+    assert tool.returncode == 128 + signal.SIGUSR1, out
+    assert re.search(r"^stopped Hopper-v4__meow_continuous_action__1 after \S+ by SIGUSR1 \(exit code 138\)$", out, flags=re.M)
+    assert "0/2 jobs succeeded" in out and "1 stopped by a signal, 1 not started: the same command with --resume continues them" in out
+    assert re.search(r"^SIGUSR1: checkpoint at step \d+ written to ", log.read_text(), flags=re.M)
+    assert not (tmp_path / "logs" / "Hopper-v4__meow_continuous_action__2.log").exists()
 
 
 def test_run_seeds_warns_when_resume_starts_a_job_that_will_write_no_checkpoint(tmp_path, capsys):
@@ -289,6 +377,8 @@ def test_plot_bad_input_gives_one_line_error_and_writes_nothing(tmp_path, monkey
         (["--export", str(tmp_path), "--commit", "HEAD", "--csv", "out.csv"], "error: --export needs --commit"),
         (["--commit", "abc1234", "--csv", str(bad)], "error: --commit goes with --export"),
         (["--update", "--csv", str(bad)], "error: --update goes with --export"),
+        (["--cpu", "AMD EPYC", "--csv", str(bad)], "error: --cpu goes with --export"),
+        (["--tag", "Test/return", "--csv", str(bad)], "error: --tag goes with --export"),
         (["--csv", "missing.csv"], "error: no such file: missing.csv"),
         (["--csv", str(bad), "--steps", "10x"], "error: --steps takes positive step counts"),
         (["--csv", str(bad), "--no-such-flag"], "error: unrecognized arguments: --no-such-flag"),

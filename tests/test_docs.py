@@ -9,7 +9,8 @@ so `pip ...`, `python -m pytest ...` and the like are skipped. The parsers:
   - scripts with a `parse_args(argv)` function (run_seeds.py, tune.py): that function, then the part after
     `--` with the training script's own Args (what the tool passes it, with its own flags);
   - other argparse scripts: their main(), stopped right after ArgumentParser.parse_args returns.
-Placeholders such as RUNS_DIR or PATH are fine wherever the flag takes a string.
+Placeholders such as RUNS_DIR or PATH are fine wherever the flag takes a string. A command that names a
+fork of ablations/ (fork_NAME.py, not in the repository) is checked against the fork made from its patch.
 """
 import argparse
 import contextlib
@@ -19,6 +20,7 @@ import io
 import os
 import re
 import shlex
+import subprocess
 import sys
 
 import pytest
@@ -124,11 +126,23 @@ class Parsed(Exception):
 
 
 _modules = {}
+FORK = re.compile(r"fork_\w+\.py")
+
+
+@pytest.fixture(scope="session")
+def fork_folder(tmp_path_factory):
+    """Every fork of ablations/, made from its patch as ablations/README.md says (the docs run them)."""
+    folder = tmp_path_factory.mktemp("forks")
+    for patch in glob.glob(os.path.join(ROOT, "ablations", "*.patch")):
+        fork = folder / ("fork_%s.py" % os.path.basename(patch)[: -len(".patch")])
+        subprocess.run(["patch", "--batch", "--silent", "--reject-file=-", "-o", str(fork), os.path.join(ROOT, "meow_continuous_action.py"), patch], check=True)
+    return folder
 
 
 def load_script(script):
-    """Import a script by its path relative to the repository root (its main() is not run)."""
-    path = os.path.normpath(os.path.join(ROOT, script))
+    """Import a script by its path relative to the repository root (its main() is not run); a fork of
+    ablations/ (fork_NAME.py) from the current directory, where fork_folder made it from its patch."""
+    path = os.path.abspath(script) if FORK.fullmatch(script) else os.path.normpath(os.path.join(ROOT, script))
     if not os.path.isfile(path):
         raise AssertionError("%s does not exist" % script)
     if path not in _modules:
@@ -209,9 +223,11 @@ def check_command(script, argv):
 
 
 @pytest.mark.parametrize("script,argv", COMMANDS)
-def test_documented_command_is_accepted_by_its_scripts_parser(script, argv):
+def test_documented_command_is_accepted_by_its_scripts_parser(script, argv, request, monkeypatch):
     if script is None:
         pytest.fail("cannot split %r into shell words: %s" % tuple(argv))
+    if any(FORK.search(word) for word in [script] + argv):  # a fork, or a tool given one: run where the forks are
+        monkeypatch.chdir(request.getfixturevalue("fork_folder"))
     check_command(script, argv)
 
 

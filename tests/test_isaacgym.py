@@ -6,6 +6,7 @@ VecTask interface.
 """
 import ast
 import os
+import signal
 import subprocess
 import sys
 import types
@@ -311,6 +312,26 @@ def test_isaacgym_backend_trains_checkpoints_resumes_and_evaluates(fake_isaacgym
     assert len(returns) == 3 and all(np.isfinite(returns))
     assert fake_isaacgym[-1]["num_envs"] == 3
     assert "eval return" in capsys.readouterr().out
+
+
+def test_a_stop_signal_writes_a_checkpoint_at_the_next_vectorized_step_and_stops(fake_isaacgym, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    original, steps = FakeVecTask.step, []
+
+    def step_then_signal(env, actions):
+        steps.append(None)
+        if len(steps) == 50:  # the first evaluation comes at vectorized step 100
+            os.kill(os.getpid(), signal.SIGTERM)  # as SLURM's pre-emption
+        return original(env, actions)
+
+    monkeypatch.setattr(FakeVecTask, "step", step_then_signal)
+    with pytest.raises(SystemExit) as stopped:
+        mig.main(isaac_args(save_model=True, checkpoint_frequency=1600))
+    assert stopped.value.code == 128 + signal.SIGTERM and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    run_dir = only_run_dir(tmp_path)
+    ckpt = mig.load_checkpoint(os.path.join(run_dir, "checkpoint.pt"))
+    assert (ckpt["iteration"], ckpt["step"]) == (50, 800) and not os.path.exists(os.path.join(run_dir, "meow_isaacgym.pt"))
+    assert "SIGTERM: checkpoint at step 800 written to" in capsys.readouterr().out
 
 
 def test_gymnasium_backend_trains_hopper_with_4_envs(tmp_path, monkeypatch, capsys):

@@ -118,7 +118,7 @@ def test_gaussian_log_prob_matches_the_tanh_change_of_variables():
 def test_meow_soft_q_is_the_policy_log_density_plus_the_value():
     """The right panel's claim: for MEow, Q(s0, .) is alpha * log pi(.|s0) shifted by V(s0)."""
     torch.manual_seed(0)
-    agent = mg.FlowPolicy(2, 2, 0.5, 0.0, -5.0).eval()
+    agent = mg.meow_continuous_action.FlowPolicy(2, 2, 0.5, 0.0, -5.0).eval()
     with torch.no_grad():  # make the shifts and the prior state-dependent and non-trivial
         for p in agent.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -134,7 +134,7 @@ def test_figure_renders_headless(tmp_path, kind):
 
     assert matplotlib.get_backend().lower() == "agg"
     torch.manual_seed(0)
-    agent = mg.FlowPolicy(2, 2, 0.5, 0.0, -5.0) if kind == "meow" else mg.GaussianSAC(2, 2, 0.5)
+    agent = mg.meow_continuous_action.FlowPolicy(2, 2, 0.5, 0.0, -5.0) if kind == "meow" else mg.GaussianSAC(2, 2, 0.5)
     paths = [np.array([[0, 0], [1, 0], [4.5, 0]]), np.array([[0, 0], [0, -1], [0.2, -2]])]
     path = tmp_path / "sub" / "fig.png"  # the directory is created
     mg.draw_figure(agent, tiny_args(tmp_path), paths, np.array([0, -1]), kind, str(path))
@@ -356,7 +356,7 @@ def test_make_flow_builds_alternating_couplings_and_a_normalised_density(couplin
 
 def test_make_flow_defaults_are_the_papers_flow_policy():
     torch.manual_seed(5)
-    reference = mg.FlowPolicy(2, 2, 2.5, 1.0, -2.0)
+    reference = mg.meow_continuous_action.FlowPolicy(2, 2, 2.5, 1.0, -2.0)
     torch.manual_seed(5)
     flow = mg.make_flow(mg.Args())
     assert [l.p for l in flow._dropouts] == [0.1] * 8
@@ -403,3 +403,24 @@ def test_modes_script_rejects_bad_settings_before_any_work(tmp_path, overrides, 
     with pytest.raises(SystemExit, match="^error: .*" + message):
         mm.main(mm.Args(figure=str(figure), **overrides))
     assert not figure.exists()
+
+
+# ---------------------------------------------------------------- a fork's network on the toy (issue 27)
+def test_a_forks_network_trains_on_the_toy_and_is_measured(tmp_path, capsys):
+    from test_ablations import make_fork
+
+    fork = make_fork("affine", str(tmp_path))
+    args = tiny_args(tmp_path, script=fork)
+    flow = mg.make_flow(args)
+    assert [type(c).__name__ for c in flow.couplings] == ["AffineCoupling"] * 4
+    assert len(flow._dropouts) == 16  # a shift and a scale net per coupling
+    mg.main(args)
+    out = capsys.readouterr().out
+    assert out.count("MEow (fork_affine.py) seed 3: reached") == 1 and os.path.getsize(args.figure) > 10_000
+    # multigoal_modes names the fork in its table
+    table = mm.table([(4, 4)] * 3, [(mg.agent_name(args), 3, 260, [dict(kl=1.0, tv=0.5, modes=2, pre_tanh=2)] * 3)])
+    assert "| MEow (fork_affine.py) | 3 | 260 | 1.00 / 0.50 / 2 (2) |" in table
+    with pytest.raises(SystemExit, match="^error: --couplings above 4 adds additive couplings, and .*fork_affine.py's are AffineCoupling"):
+        mg.check_args(tiny_args(tmp_path, script=fork, couplings=6))
+    with pytest.raises(SystemExit, match="^error: no such MEow script: .*missing.py"):
+        mg.check_args(tiny_args(tmp_path, script=str(tmp_path / "missing.py")))

@@ -1,6 +1,7 @@
 """The training loop: replay buffer, episode boundaries, end-to-end runs, checkpoints, bad input."""
 import glob
 import os
+import signal
 import subprocess
 import sys
 
@@ -127,6 +128,42 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch):
     steps = [s for s, _ in evals_after]
     assert steps == sorted(set(steps)) == [40, 80, 120, 160]  # no gap, no duplicate
     assert np.allclose([v for _, v in evals_after], [v for _, v in evals_before], atol=1e-4)
+
+
+def test_a_stop_signal_writes_a_checkpoint_at_the_next_episode_end_and_the_resumed_run_ends_as_an_unstopped_one(tmp_path, monkeypatch, capsys):
+    args = dict(total_timesteps=120, checkpoint_frequency=1000)  # no scheduled checkpoint before the end
+    monkeypatch.chdir(tmp_path)
+    meow.main(tiny_args(**args))
+    (unstopped,) = glob.glob(str(tmp_path / "runs" / "*" / "meow_continuous_action.pt"))
+    (tmp_path / "stopped").mkdir()
+    monkeypatch.chdir(tmp_path / "stopped")
+    original, steps = CountingEnv.step, {}
+
+    def step_then_signal(env, action):
+        steps[env] = steps.get(env, 0) + 1
+        if env is next(iter(steps)) and steps[env] == 61:  # the training env steps first (the eval env from step 40)
+            os.kill(os.getpid(), signal.SIGUSR1)  # as SLURM's warning before a time limit
+        return original(env, action)
+
+    monkeypatch.setattr(CountingEnv, "step", step_then_signal)
+    with pytest.raises(SystemExit) as stopped:
+        meow.main(tiny_args(**args))
+    assert stopped.value.code == 128 + signal.SIGUSR1
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # the run's handler went with it
+    (run_dir,) = glob.glob("runs/*")
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    # the signal came at step 61: the checkpoint waited for that episode's end
+    episode_ends = [s for s, _ in scalars(run_dir, "charts/episodic_length")]
+    ckpt_step = torch.load(checkpoint, weights_only=False)["step"]
+    assert ckpt_step == min(s for s in episode_ends if s >= 61) and not os.path.exists(os.path.join(run_dir, "meow_continuous_action.pt"))
+    assert "SIGUSR1: checkpoint at step %d written to %s; stopping" % (ckpt_step, checkpoint) in capsys.readouterr().out
+
+    monkeypatch.setattr(CountingEnv, "step", original)
+    meow.main(meow.Args(resume=checkpoint))
+    resumed = torch.load(os.path.join(run_dir, "meow_continuous_action.pt"), weights_only=False)["model"]
+    expected = torch.load(unstopped, weights_only=False)["model"]
+    for key in expected:
+        assert torch.allclose(expected[key], resumed[key], atol=1e-6), key
 
 
 # ------------------------------------------------------------------ end to end

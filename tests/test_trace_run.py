@@ -1,0 +1,211 @@
+"""benchmarks/trace_run.py: the comparison of two traces, and traces of a tiny real run (in-process, eager).
+
+Nothing here depends on the CPU: the tests compare traces made on the same machine, or made by hand.
+"""
+import copy
+import io
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import meow_continuous_action as meow  # noqa: E402
+import trace_run  # noqa: E402  (benchmarks/ is not a package)
+
+
+def bits(*values):
+    return trace_run.float_bits(np.array(values, dtype=np.float32))
+
+
+def synthetic_trace():
+    """A trace as make_trace writes one: two parameters, three random steps then two policy steps (an
+    episode ends after the second), an evaluation before the first update, two updates."""
+    d = lambda i: "%08x" % i  # noqa: E731
+    return {
+        "format": trace_run.FORMAT, "settings": {"args": {"env_id": "X"}, "updates": 2}, "machine": {"cpu": "A", "torch_cpu_capability": "AVX2"},
+        "probes": {"qr": [d(1), 1.0, 2.0]}, "learning_starts": 3, "params": ["w", "b"],
+        "init": {"params": [[d(2), 0.5, 1.0], [d(3), 0.25, 1.0]], "target_equal": True, "rng": d(4)},
+        "train_env": {"kinds": "rssssrs", "actions": d(0) + d(5) + d(6) + d(7) + d(8) + d(0) + d(9),
+                      "outputs": d(10) + d(11) + d(12) + d(13) + d(14) + d(15) + d(16), "exact": [bits(0.5, -1.0), bits(1.0, 0.0)], "segments": []},
+        "eval_env": {"kinds": "rsr", "actions": d(0) + d(17) + d(0), "outputs": d(18) + d(19) + d(20), "exact": [bits(0.1, 0.2)], "segments": [[0, 1], [4, 2]]},
+        "first_update": {"modules": ["forward, outside modules", "policy.net.0"], "ops": [["rand", 0, d(21), 3.0, 4.0], ["addmm", 1, d(22), 5.0, 10.0]]},
+        "updates": [
+            {"at": 5, "rng": d(23), "batch": d(24), "loss": bits(0.75), "grads": d(25) + d(26), "grad_sketch": [1.0, 2.0], "params": d(27) + d(28),
+             "param_sketch": [3.0, 4.0], "adam": d(29), "target": d(30)},
+            {"at": 7, "rng": d(31), "batch": d(32), "loss": bits(0.5), "grads": d(33) + d(34), "grad_sketch": [1.0, 2.0], "params": d(35) + d(36),
+             "param_sketch": [3.0, 4.0], "adam": d(37), "target": d(38)},
+        ],
+    }
+
+
+def report(a, b):
+    """The comparison's lines, each with its runs of spaces made one."""
+    return "\n".join(" ".join(line.split()) for line in trace_run.compare(a, b))
+
+
+def test_the_timeline_follows_the_run():
+    wheres = [where for _, where, _, _ in trace_run.timeline(synthetic_trace())]
+    order = lambda text: next(i for i, w in enumerate(wheres) if w.startswith(text))  # noqa: E731
+    assert wheres[0] == "probe qr" and wheres[1] == "initial parameter w"
+    # the evaluation env's reset at its creation comes before the training env's first reset
+    assert order("evaluation env reset (event 0)") < order("training env reset (event 0)")
+    # random steps 0-2, then the evaluation (after 4 training events), then the policy's step 3, then update 0
+    assert order("training step 2: MuJoCo") < order("evaluation event 1: deterministic action") < order("training step 3: the policy's")
+    assert order("training step 3: MuJoCo") < order("update 0: torch RNG") < order("update 0: op 0 aten.rand") < order("update 0: loss")
+    assert order("update 0: target") < order("training env reset (event 5)") < order("training step 4: the policy's") < order("update 1: torch RNG")
+    assert len(wheres) == len(set(wheres))
+
+
+def test_identical_traces():
+    text = report(synthetic_trace(), synthetic_trace())
+    n = len(list(trace_run.timeline(synthetic_trace())))
+    assert "identical over all %d items compared" % n in text
+    assert "first difference" not in text
+
+
+def test_a_difference_in_an_op_is_found_first_with_its_size():
+    a, b = synthetic_trace(), synthetic_trace()
+    b["first_update"]["ops"][1][2:] = ["ffffffff", 5.001, 10.0]  # the addmm, and everything after it
+    b["updates"][0]["loss"], b["updates"][1]["params"] = bits(np.nextafter(np.float32(0.75), np.float32(1))), "ffffffff" * 2
+    text = report(a, b)
+    assert "first difference: update 0: op 1 aten.addmm in policy.net.0 by relative ~0.0001" in text
+    assert "first in updates: update 0: loss by relative 7.9e-08" in text  # one float32 ulp (2^-24) of 0.75
+    assert "first in init: none" in text and "first in first update ops: update 0: op 1" in text
+
+
+def test_a_policy_action_difference_gets_its_exact_size():
+    a, b = synthetic_trace(), synthetic_trace()
+    b["train_env"]["exact"][1] = bits(1.0, 0.5)
+    b["train_env"]["outputs"] = b["train_env"]["outputs"][:-8] + "ffffffff"
+    text = report(a, b)
+    assert "first difference: training step 4: the policy's sampled action by relative 0.5" in text
+    assert "first in train env: training step 4: MuJoCo's observation, reward and flags" in text
+
+
+def test_a_shorter_trace_and_diverging_paths():
+    a, b = synthetic_trace(), synthetic_trace()
+    del b["updates"][1]
+    text = report(a, b)
+    assert "identical over all" in text and "the first trace goes on for" in text
+    c = synthetic_trace()
+    c["train_env"]["kinds"] = "rsssssr"  # the episode ended one step later
+    text = report(a, c)
+    assert "(the runs' paths part here)" in text and "first difference: training env reset (event 5)" in text
+
+
+TINY = {"args": dict(env_id="Hopper-v4", seed=3, torch_threads=1, compile=False, cuda=False, learning_starts=100, batch_size=16,
+                     eval_frequency=100, eval_episodes=1, total_timesteps=1000), "updates": 3}
+
+
+def tiny_trace():
+    trace = trace_run.make_trace(TINY, rounding=False, log=io.StringIO())
+    del trace["seconds"], trace["run_seconds"]
+    return trace
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_trace()
+
+
+def test_a_tiny_run_traces_the_same_twice(tiny):
+    again = tiny_trace()
+    assert json.dumps(again, sort_keys=True) == json.dumps(tiny, sort_keys=True)
+    assert "identical over all" in report(tiny, again)
+    assert tiny["init"]["target_equal"] and len(tiny["updates"]) == 3
+    # the trace is of the run: the script's first update on the script's first batch, then two more
+    assert tiny["train_env"]["kinds"].count("s") == 103 and len(tiny["train_env"]["exact"]) == 3
+    assert [op[0] for op in tiny["first_update"]["ops"]].count("addmm") > 10
+
+
+def test_the_trace_leaves_the_run_as_it_is(tiny, tmp_path, monkeypatch):
+    """A plain run of the same settings to 103 steps ends with the parameters the trace saw after update 3."""
+    monkeypatch.chdir(tmp_path)
+    args = dict(TINY["args"], total_timesteps=103, save_model=True)
+    meow.main(meow.Args(**args))
+    (path,) = [os.path.join(d, f) for d, _, files in os.walk("runs") for f in files if f.endswith(".pt")]
+    state = torch.load(path, weights_only=False)["model"]
+    policy = meow.FlowPolicy(11, 3, 0.25, -0.3, -5.0)
+    policy.load_state_dict(state)
+    assert "".join(trace_run.digest(p) for p in policy.parameters()) == tiny["updates"][-1]["params"]
+
+
+def test_a_one_ulp_change_of_one_parameter_is_found(tiny, monkeypatch):
+    original = meow.make_update
+
+    def nudged(policy, *args):
+        weight = policy.couplings[1].shift_net.net[0].weight
+        with torch.no_grad():
+            weight[3, 5] = torch.nextafter(weight[3, 5], torch.tensor(np.inf))
+        return original(policy, *args)
+
+    monkeypatch.setattr(meow, "make_update", nudged)
+    text = report(tiny, tiny_trace())
+    assert "first difference: initial parameter couplings.1.shift_net.net.0.weight by relative" in text
+    assert "first in updates: none" not in text  # and it carries into the updates
+
+
+def test_buffer_share(tmp_path, capsys):
+    rows = torch.zeros(6, 2 + 2 + 1 + 2 + 1)
+    rows[:, 2:4] = torch.tensor([[1.0, 1.0], [-1.0, 0.0], [1.0, 0.5], [-1.0, -1.0], [0.999995, 0.2], [0.1, 0.2]])
+    args = {"learning_starts": 2, "env_id": "X", "seed": 1, "compile": True}
+    torch.save({"buffer": {"data": rows, "size": 6, "pos": 6}, "step": 6, "obs_dim": 2, "act_dim": 2, "args": args}, tmp_path / "checkpoint.pt")
+    share = trace_run.buffer_share(str(tmp_path / "checkpoint.pt"))
+    # the policy's rows 2-5 (the random actions before step 2 are left out): 3 of 8 components exactly +-1,
+    # 2 of 4 transitions hold one, 4 of 8 components beyond the clamp at 1 - 1e-5
+    assert share["all"] == {"steps": [2, 6], "components": 8, "exactly +-1": 3, "transitions": 4, "with a +-1 component": 2, "beyond the clamp": 4}
+    assert share["windows"] == [share["all"]]
+    trace_run.main(["--buffer-share", str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "share.json")])
+    assert "| all | 3 of 8 (37.5000%) | 2 of 4 (50.0000%) | 4 of 8 (50.0000%) |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "share.json").read_text())["buffers"][0]["all"] == share["all"]
+
+
+def test_saturation_threshold():
+    y = torch.tensor([0.9, 1.0, 0.9, 1.0, 1.0])
+    assert trace_run.saturated_from(y, 1.0) == 3  # from the last point that is not 1.0 on
+    assert trace_run.saturated_from(-y, -1.0) == 3 and trace_run.saturated_from(y, -1.0) == 5
+    grid = trace_run.float32_range(8.0, 8.0 + 2 ** -18)
+    assert list(grid) == [8.0, 8.0 + 2 ** -20, 8.0 + 2 ** -19, 8.0 + 3 * 2 ** -20, 8.0 + 2 ** -18]
+    assert trace_run.describe(grid, 2) == repr(8.0 + 2 ** -19) and trace_run.describe(grid, 5).startswith("none up to")
+
+
+def test_a_per_action_path_finds_the_exact_threshold(monkeypatch):
+    """Paths evaluated on every 16th grid point refine their threshold on every float32 around it."""
+    cut = float(trace_run.float32_range(7.0, 10.0)[1000 * 16 + 5])
+    fake = lambda z: torch.where(z.abs() >= cut, z.sign(), torch.tanh(z) * 0.5)  # noqa: E731
+    monkeypatch.setattr(trace_run, "tanh_paths", lambda act_dim, compiled: {"fake": (fake, 16), "fake whole": (fake, 1)})
+    result = trace_run.tanh_rounding(6, False)
+    assert result["fake"]["+1 from"] == result["fake"]["-1 from"] == result["fake whole"]["+1 from"] == repr(cut)
+    assert result["float64 reference"]["+1 from"] == repr(float(np.float32(9.010913848876953)))
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--trace", "x.json"], "--trace needs --compare"),
+    (["--updates", "0", "--out", "t.json"], "--updates and --threads must be >= 1"),
+    (["--compare", "missing.json"], "no trace at missing.json"),
+    (["--out", "no/such/folder/t.json"], "the folder of --out"),
+    (["--env-id", "Nope-v0", "--out", "t.json"], "unknown env id"),
+    ([], "give --out FILE"),
+])
+def test_bad_input_is_one_error_line(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        trace_run.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err[-1].startswith("error: ") and message in err[-1]
+    assert os.listdir(tmp_path) == []
+
+
+def test_compare_two_trace_files(tiny, tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json.gz"
+    other = copy.deepcopy(tiny)
+    other["updates"][2]["loss"] = bits(123.0)
+    trace_run.write_trace(tiny, str(a))
+    trace_run.write_trace(other, str(b))
+    trace_run.main(["--compare", str(a), "--trace", str(b)])
+    assert "first difference: update 2: loss by relative" in capsys.readouterr().out

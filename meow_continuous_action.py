@@ -527,7 +527,6 @@ def main(args):
     env.close()
     eval_env.close()
     close_writer(writer)
-    stop.restore()
 
 
 # ================================================================ support code (not the method)
@@ -770,9 +769,12 @@ def make_writer(args, run_name, run_dir, resumed_step):
 
 
 def close_writer(writer):
+    """The end of a run, however it ends (finished, stopped by a signal, or stopped on an error): every
+    such path closes its writer, so this is also where SIGTERM and SIGUSR1 get their handlers back."""
     writer.close()
     if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
         sys.modules["wandb"].finish()
+    StopSignal.restore()
 
 
 def read_and_check(scalars, policy, step, args, writer):
@@ -959,22 +961,24 @@ class StopSignal:
     128 + the signal's number, so that the same run goes on with --resume. Without --save-model there is
     nothing to keep and the signals keep their default action."""
 
+    previous = {}  # the handlers before the run's, given back when it ends (main() may run again in this process)
+
     def __init__(self, enabled):
         self.signum = None
-        self.previous = {signum: signal.signal(signum, self.catch) for signum in (signal.SIGTERM, signal.SIGUSR1)} if enabled else {}
+        for signum in (signal.SIGTERM, signal.SIGUSR1) if enabled else ():
+            StopSignal.previous.setdefault(signum, signal.signal(signum, self.catch))
 
     def catch(self, signum, frame):
         self.signum = signum
 
-    def restore(self):
-        """Give the signals back the handlers they had before the run (main() may run again in this process)."""
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
+    @staticmethod
+    def restore():
+        while StopSignal.previous:
+            signal.signal(*StopSignal.previous.popitem())
 
     def exit(self, path, step, writer):
         print("%s: checkpoint at step %d written to %s; stopping (continue with --resume %s)" % (signal.Signals(self.signum).name, step, path, path), flush=True)
         close_writer(writer)
-        self.restore()
         sys.exit(128 + self.signum)
 
 

@@ -454,11 +454,14 @@ gym.register("MeowHugeObs-v0", entry_point=HugeObservationEnv, max_episode_steps
 def test_a_non_finite_observation_or_action_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys, env_id, what, step):
     # no update before step 100 (the buffer holds no batch), so the weights and the loss stay finite
     monkeypatch.chdir(tmp_path)
+    before = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)]
     with pytest.raises(SystemExit) as exit_info:
-        meow.main(tiny_args(env_id=env_id, learning_starts=5, batch_size=100, save_model=False))
+        meow.main(tiny_args(env_id=env_id, learning_starts=5, batch_size=100, save_model=True))
     assert exit_info.value.code == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: " + what), line
+    # --save-model caught SIGTERM and SIGUSR1 for the run; a run stopped on an error gives them back too
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)] == before
 
 
 def test_maybe_compile_falls_back_only_when_compiling_fails(monkeypatch, capsys):

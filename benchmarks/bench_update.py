@@ -24,18 +24,24 @@ target network): the difference is what that part costs, forward and backward. t
 per-operator times (--profile) inflate the many small element-wise operators several times over.
 """
 import argparse
+import atexit
 import contextlib
+import importlib.util
 import math
 import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 import meow_continuous_action as meow  # noqa: E402
 from flow_layers import Dropout, Swish  # noqa: E402
 
@@ -145,9 +151,33 @@ def make_sac_update(obs_dim, act_dim, gamma=0.99, tau=0.005, lr=1e-3, device="cp
 
 
 # ----------------------------------------------------------------------------- timing
-def make_meow(obs_dim, act_dim):
-    policy = meow.FlowPolicy(obs_dim, act_dim, 0.25, -0.3, -5.0)
-    target = meow.FlowPolicy(obs_dim, act_dim, 0.25, -0.3, -5.0).eval()
+def script_at(commit):
+    """meow_continuous_action.py as at `commit`, with that commit's flow_layers.py, imported from `git show`
+    as a module of its own (the working tree's copies stay imported beside it)."""
+    folder = tempfile.mkdtemp(prefix="meow_at_")
+    atexit.register(shutil.rmtree, folder, True)
+    for name in ("meow_continuous_action.py", "flow_layers.py"):
+        shown = subprocess.run(["git", "-C", ROOT, "show", "%s:%s" % (commit, name)], capture_output=True, text=True)
+        if shown.returncode:
+            sys.exit("error: cannot read %s at %s: %s" % (name, commit, shown.stderr.strip()))
+        with open(os.path.join(folder, name), "w") as f:
+            f.write(shown.stdout)
+    own_layers = sys.modules.pop("flow_layers")
+    sys.path.insert(0, folder)
+    try:
+        name = "meow_at_%s" % "".join(c if c.isalnum() else "_" for c in commit)
+        spec = importlib.util.spec_from_file_location(name, os.path.join(folder, "meow_continuous_action.py"))
+        script = sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+    finally:
+        sys.path.remove(folder)
+        sys.modules["flow_layers"] = own_layers
+    return script
+
+
+def make_meow(obs_dim, act_dim, script=meow):
+    policy = script.FlowPolicy(obs_dim, act_dim, 0.25, -0.3, -5.0)
+    target = script.FlowPolicy(obs_dim, act_dim, 0.25, -0.3, -5.0).eval()
     target.load_state_dict(policy.state_dict())
     target.requires_grad_(False)
     return policy, target
@@ -176,9 +206,9 @@ def median_ms(updates, rb, batch_size, warmup, repeats, block=10):
     return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
-def shipped_update(policy, target, compile=False):
-    """(1): make_update of meow_continuous_action.py with the Hopper defaults."""
-    return meow.make_update(policy, target, 1e-3, 0.99, 0.005, 30.0, compile=compile)[0]
+def shipped_update(policy, target, compile=False, script=meow):
+    """(1): make_update of meow_continuous_action.py (or of `script`) with the Hopper defaults."""
+    return script.make_update(policy, target, 1e-3, 0.99, 0.005, 30.0, compile=compile)[0]
 
 
 def without(part, obs_dim, act_dim):
@@ -192,7 +222,7 @@ def without(part, obs_dim, act_dim):
             if part == "dropout (masks and products)" and isinstance(module, Dropout):
                 module.p = 0.0
         if part == "dropout (masks and products)":
-            net.dropout_masks = lambda batch_size: contextlib.nullcontext()
+            net.dropout_masks = lambda *batch_shape: contextlib.nullcontext()
         if part == "reward-shift nets b_k(s)":
             net.reward_shift.forward = lambda obs: obs.new_zeros(obs.shape[0], 2)
     return shipped_update(policy, target)
@@ -226,15 +256,20 @@ def main():
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--threads", type=int, default=meow.default_threads(), help="torch CPU threads (default: the training script's default, %(default)s here)")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="time (1) eager only (the default also times it compiled)")
+    parser.add_argument("--against", metavar="COMMIT", help="also time (0): (1) as at this git commit, interleaved with the others")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of the shipped update")
     parser.add_argument("--breakdown", action="store_true", help="also time the shipped update without each part of the network")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    before = script_at(args.against) if args.against else None
 
     print("torch %s, %d thread(s), batch %d, median of %d updates after %d warm-up, variants interleaved in blocks of 10" % (torch.__version__, args.threads, args.batch_size, args.repeats, args.warmup))
-    print("| sizes | (1) MEow shipped%s | (2) MEow straightforward | (3) SAC | (1)/(2) | (1)/(3) |%s" % ((", compiled", " (1) eager |") if args.compile else ("", "")))
-    print("|---|---|---|---|---|---|" + ("---|" if args.compile else ""))
+    header = "| sizes | (1) MEow shipped%s | (2) MEow straightforward | (3) SAC | (1)/(2) | (1)/(3) |" % (", compiled" if args.compile else "")
+    header += " (1) eager |" if args.compile else ""
+    header += " (0) at %s | (1)/(0) | (0)/(3) |" % args.against if before else ""
+    print(header)
+    print("|---" * header.count(" |") + "|")
     for env_id in args.envs:
         obs_dim, act_dim = SIZES[env_id]
         rb = random_buffer(obs_dim, act_dim)
@@ -244,11 +279,15 @@ def main():
         updates["sac"] = make_sac_update(obs_dim, act_dim)
         if args.compile:
             updates["eager"] = shipped_update(*make_meow(obs_dim, act_dim))
+        if before:
+            updates["before"] = shipped_update(*make_meow(obs_dim, act_dim, before), compile=args.compile, script=before)
         ms = median_ms(updates, rb, args.batch_size, args.warmup, args.repeats)
         t1, t2, t3 = ms["shipped"], ms["straightforward"], ms["sac"]
         row = "| %s (obs %d, act %d) | %.2f ms | %.2f ms | %.2f ms | %.2f | %.2f |" % (env_id, obs_dim, act_dim, t1, t2, t3, t1 / t2, t1 / t3)
         if args.compile:
             row += " %.2f ms |" % ms["eager"]
+        if before:
+            row += " %.2f ms | %.2f | %.2f |" % (ms["before"], t1 / ms["before"], ms["before"] / t3)
         print(row, flush=True)
         if args.breakdown:
             breakdown(obs_dim, act_dim, rb, args)

@@ -3,7 +3,8 @@
 Every bijective layer maps x -> y with `forward(x, context)` and y -> x with
 `inverse(y, context)`; both return `(tensor, log_abs_det)` where log_abs_det is the
 per-sample log |det dy/dx| (forward) or log |det dx/dy| (inverse), shape [B].
-`context` is the observation the layer is conditioned on.
+`context` is the observation the layer is conditioned on, [B, n]; x may carry more leading axes
+([2, B, d]), over which the context broadcasts, and then log_abs_det broadcasts to them.
 
 Kept valid for Python 3.8 and torch >= 1.13 (Isaac Gym Preview 4 machines).
 """

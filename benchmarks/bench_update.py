@@ -4,14 +4,16 @@
     python benchmarks/bench_update.py --repeats 500 --threads 1
     python benchmarks/bench_update.py --envs Hopper-v4 --no-compile --profile
     python benchmarks/bench_update.py --breakdown     # what each part of the network costs
+    python benchmarks/bench_update.py --threads 1 --against c43349e   # also (0): the update as at a commit
 
 All at the training script's default threads unless --threads says otherwise.
 (1) shipped:          `make_update` from meow_continuous_action.py as the default command runs it (compiled;
-                      eager with --no-compile, and the eager one is also shown): the batch doubled through
-                      the couplings (one pass per Q column, each with its own dropout masks), reward shifts
-                      on observations only, the target value without any coupling layer, parameters in one
-                      flat buffer (one fused Adam, clip and Polyak step), the dropout masks drawn at once,
-                      no host synchronisation.
+                      eager with --no-compile, and the eager one is also shown): one pass through the
+                      couplings per Q column, each with its own dropout masks, on a leading axis of 2 over
+                      which the observation broadcasts (its parts run once), reward shifts on observations
+                      only, the target value without any coupling layer, parameters in one flat buffer (one
+                      fused Adam, clip and Polyak step), the dropout masks drawn at once, no host
+                      synchronisation.
 (2) straightforward:  the same maths done the obvious way (as in the authors' code): the batch doubled
                       so that each half meets one reward shift, the target value also pushed through the
                       target's couplings, `train()` each step, per-parameter Polyak, default Adam, and
@@ -19,6 +21,8 @@ All at the training script's default threads unless --threads says otherwise.
 (3) SAC:              the usual SAC update (actor 256x256 tanh-Gaussian, twin critics 256x256, target
                       critics, autotuned temperature), one actor and critic step per call.
 Prints the median milliseconds per update over --repeats calls after --warmup calls, and the ratios.
+--against COMMIT also times (0), `make_update` of meow_continuous_action.py and flow_layers.py as at that
+git commit, interleaved with the others, so that a change is measured against its parent on one machine.
 --breakdown also times (1) with one part of the network removed at a time (in both the online and the
 target network): the difference is what that part costs, forward and backward. torch.profiler's
 per-operator times (--profile) inflate the many small element-wise operators several times over.

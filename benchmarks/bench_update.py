@@ -21,6 +21,7 @@ All at the training script's default threads unless --threads says otherwise.
 (3) SAC:              the usual SAC update (actor 256x256 tanh-Gaussian, twin critics 256x256, target
                       critics, autotuned temperature), one actor and critic step per call.
 Prints the median milliseconds per update over --repeats calls after --warmup calls, and the ratios.
+--inductor KEY=VALUE... also times (1i), (1) compiled with those inductor options (e.g. max_autotune=True).
 --against COMMIT also times (0), `make_update` of meow_continuous_action.py and flow_layers.py as at that
 git commit, interleaved with the others, so that a change is measured against its parent on one machine.
 --breakdown also times (1) with one part of the network removed at a time (in both the online and the
@@ -28,6 +29,7 @@ target network): the difference is what that part costs, forward and backward. t
 per-operator times (--profile) inflate the many small element-wise operators several times over.
 """
 import argparse
+import ast
 import atexit
 import contextlib
 import importlib.util
@@ -215,6 +217,27 @@ def shipped_update(policy, target, compile=False, script=meow):
     return script.make_update(policy, target, 1e-3, 0.99, 0.005, 30.0, compile=compile)[0]
 
 
+def inductor_option(text):
+    """KEY=VALUE of --inductor: the value as a Python literal (True, 3, "CPP,ATEN"), else as a string."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError("expected KEY=VALUE, got %r" % text)
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def with_inductor_options(options, obs_dim, act_dim):
+    """(1) compiled with these inductor options (torch.compile's `options`) on top of the script's."""
+    compile_ = torch.compile
+    torch.compile = lambda fn, **kwargs: compile_(fn, options=options, **kwargs)
+    try:
+        return shipped_update(*make_meow(obs_dim, act_dim), compile=True)
+    finally:
+        torch.compile = compile_
+
+
 def without(part, obs_dim, act_dim):
     """The shipped update of a MEow network from which `part` is removed (an ablation for timing only)."""
     policy, target = make_meow(obs_dim, act_dim)
@@ -261,6 +284,8 @@ def main():
     parser.add_argument("--threads", type=int, default=meow.default_threads(), help="torch CPU threads (default: the training script's default, %(default)s here)")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="time (1) eager only (the default also times it compiled)")
     parser.add_argument("--against", metavar="COMMIT", help="also time (0): (1) as at this git commit, interleaved with the others")
+    parser.add_argument("--inductor", nargs="+", type=inductor_option, default=[], metavar="KEY=VALUE",
+                        help="also time (1i): (1) compiled with these inductor options, e.g. max_autotune=True cpp_wrapper=True")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of the shipped update")
     parser.add_argument("--breakdown", action="store_true", help="also time the shipped update without each part of the network")
     args = parser.parse_args()
@@ -272,6 +297,7 @@ def main():
     header = "| sizes | (1) MEow shipped%s | (2) MEow straightforward | (3) SAC | (1)/(2) | (1)/(3) |" % (", compiled" if args.compile else "")
     header += " (1) eager |" if args.compile else ""
     header += " (0) at %s | (1)/(0) | (0)/(3) |" % args.against if before else ""
+    header += " (1i) %s | (1i)/(1) |" % " ".join("%s=%s" % kv for kv in args.inductor) if args.inductor else ""
     print(header)
     print("|---" * header.count(" |") + "|")
     for env_id in args.envs:
@@ -285,6 +311,8 @@ def main():
             updates["eager"] = shipped_update(*make_meow(obs_dim, act_dim))
         if before:
             updates["before"] = shipped_update(*make_meow(obs_dim, act_dim, before), compile=args.compile, script=before)
+        if args.inductor:
+            updates["inductor"] = with_inductor_options(dict(args.inductor), obs_dim, act_dim)
         ms = median_ms(updates, rb, args.batch_size, args.warmup, args.repeats)
         t1, t2, t3 = ms["shipped"], ms["straightforward"], ms["sac"]
         row = "| %s (obs %d, act %d) | %.2f ms | %.2f ms | %.2f ms | %.2f | %.2f |" % (env_id, obs_dim, act_dim, t1, t2, t3, t1 / t2, t1 / t3)
@@ -292,6 +320,8 @@ def main():
             row += " %.2f ms |" % ms["eager"]
         if before:
             row += " %.2f ms | %.2f | %.2f |" % (ms["before"], t1 / ms["before"], ms["before"] / t3)
+        if args.inductor:
+            row += " %.2f ms | %.2f |" % (ms["inductor"], ms["inductor"] / t1)
         print(row, flush=True)
         if args.breakdown:
             breakdown(obs_dim, act_dim, rb, args)

@@ -189,7 +189,8 @@ class FlowPolicy(nn.Module):
     @contextlib.contextmanager
     def dropout_masks(self, *batch_shape):
         """Inside this block the dropout layers use keep-masks for inputs of `batch_shape` (e.g. [2, B]: one
-        set per Q column) drawn in one call, so that a compiled loss takes them as inputs instead of drawing them itself."""
+        set per Q column) drawn in one call, so that a compiled loss takes them as inputs instead of
+        drawing them itself."""
         param = next(self.parameters())
         masks = keep_mask((len(self._dropouts), *batch_shape, self.hidden), self._dropouts[0].p, param.device, param.dtype)
         for layer, mask in zip(self._dropouts, masks):

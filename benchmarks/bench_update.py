@@ -165,7 +165,8 @@ def script_at(commit):
     for name in ("meow_continuous_action.py", "flow_layers.py"):
         shown = subprocess.run(["git", "-C", ROOT, "show", "%s:%s" % (commit, name)], capture_output=True, text=True)
         if shown.returncode:
-            sys.exit("error: cannot read %s at %s: %s" % (name, commit, shown.stderr.strip()))
+            print("error: cannot read %s at %s: %s" % (name, commit, (shown.stderr.strip().splitlines() or ["git failed"])[0]), file=sys.stderr)
+            sys.exit(2)
         with open(os.path.join(folder, name), "w") as f:
             f.write(shown.stdout)
     own_layers = sys.modules.pop("flow_layers")

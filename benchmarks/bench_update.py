@@ -219,7 +219,7 @@ def shipped_update(policy, target, compile=False, script=meow):
 
 
 def inductor_option(text):
-    """KEY=VALUE of --inductor: the value as a Python literal (True, 3, "CPP,ATEN"), else as a string."""
+    """KEY=VALUE of --inductor: the value as a Python literal (True, 3), else as a string (CPP,ATEN)."""
     key, sep, value = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError("expected KEY=VALUE, got %r" % text)

@@ -3,7 +3,8 @@
 Every bijective layer maps x -> y with `forward(x, context)` and y -> x with
 `inverse(y, context)`; both return `(tensor, log_abs_det)` where log_abs_det is the
 per-sample log |det dy/dx| (forward) or log |det dx/dy| (inverse), shape [B].
-`context` is the observation the layer is conditioned on.
+`context` is the observation the layer is conditioned on, [B, n]; x may carry more leading axes
+([2, B, d]), over which the context broadcasts, and then log_abs_det broadcasts to them.
 
 Kept valid for Python 3.8 and torch >= 1.13 (Isaac Gym Preview 4 machines).
 """
@@ -81,8 +82,18 @@ class MLP(nn.Module):
                     nn.init.orthogonal_(layer.weight)
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x):
-        return self.net(x)
+    def forward(self, x, context=None):
+        """The net of x, or of the concatenation [x, context] along the last dim.
+
+        With a context, the first layer multiplies x and the context each by its own columns of the
+        weight and adds the two: their leading dims broadcast, so a context shared by several x (the
+        observation of both Q columns' passes) is multiplied once.
+        """
+        if context is None:
+            return self.net(x)
+        first = self.net[0]
+        w_x, w_context = first.weight.split([x.shape[-1], context.shape[-1]], dim=1)
+        return self.net[1:](F.linear(x, w_x) + F.linear(context, w_context, first.bias))
 
 
 class AdditiveCoupling(nn.Module):
@@ -98,14 +109,14 @@ class AdditiveCoupling(nn.Module):
         self.shift_net = shift_net
 
     def _shift(self, x, context):
-        return self.unmasked * self.shift_net(torch.cat([self.mask * x, context], dim=-1))
+        return self.unmasked * self.shift_net(self.mask * x, context)
 
     def forward(self, x, context):
-        return x + self._shift(x, context), x.new_zeros(x.shape[0])
+        return x + self._shift(x, context), x.new_zeros(x.shape[:-1])
 
     def inverse(self, y, context):
         # the masked half passes through unchanged, so the shift can be recomputed from y
-        return y - self._shift(y, context), y.new_zeros(y.shape[0])
+        return y - self._shift(y, context), y.new_zeros(y.shape[:-1])
 
 
 class ConditionalGaussianScale(nn.Module):

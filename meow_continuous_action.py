@@ -188,11 +188,12 @@ class FlowPolicy(nn.Module):
             layer.training = active
 
     @contextlib.contextmanager
-    def dropout_masks(self, batch_size):
-        """Inside this block the dropout layers use keep-masks for `batch_size` rows drawn in one call,
-        so that a compiled loss takes them as inputs instead of drawing them itself."""
+    def dropout_masks(self, *batch_shape):
+        """Inside this block the dropout layers use keep-masks for inputs of `batch_shape` (e.g. [2, B]: one
+        set per Q column) drawn in one call, so that a compiled loss takes them as inputs instead of
+        drawing them itself."""
         param = next(self.parameters())
-        masks = keep_mask((len(self._dropouts), batch_size, self.hidden), self._dropouts[0].p, param.device, param.dtype)
+        masks = keep_mask((len(self._dropouts), *batch_shape, self.hidden), self._dropouts[0].p, param.device, param.dtype)
         for layer, mask in zip(self._dropouts, masks):
             layer.mask = mask
         try:
@@ -219,6 +220,7 @@ class FlowPolicy(nn.Module):
         The rule: a term that depends on the action goes to the energy, a term of the state alone to
         log Z. So the tanh's log-det and the Gaussian's -|eps|^2 / 2 are energy, as are the couplings'
         log-dets (0 for additive couplings, which preserve volume); the prior's scale sigma(s) is log Z.
+        Actions may carry leading axes that obs lacks ([2, B, d] against [B, n]): obs broadcasts over them.
         """
         z, energy = self.squash.inverse(actions)
         for coupling in reversed(self.couplings):
@@ -237,14 +239,15 @@ class FlowPolicy(nn.Module):
         """Soft Q (E3) and soft V (E4), [B, 2] each, one column per reward shift b_k(s); Q_k - V_k = alpha * log pi.
 
         The two shifts cancel in pi; with the min over them in the target (E5) they are MEow's clipped
-        double Q, in one network. Each column takes its own pass through the couplings (the batch
-        doubled), so that in updates each draws its own dropout masks, as in the authors' code: one
-        shared pass has the same expected loss but not the same gradient noise (docs/implementation.md).
+        double Q, in one network. Each column takes its own pass through the couplings (the actions stacked
+        twice on a new leading axis), so that in updates each draws its own dropout masks, as in the authors'
+        code: one shared pass has the same expected loss but not the same gradient noise (docs/implementation.md).
+        The observation broadcasts over that axis, so what sees only the state (the prior, the observation's
+        part of each coupling's first layer) is computed once for both passes.
         """
-        energy, log_z = self.energy_and_normaliser(obs.repeat(2, 1), actions.repeat(2, 1))
-        energy, log_z = energy.view(2, -1).t(), log_z[: obs.shape[0]]  # log Z has no dropout: the halves agree
+        energy, log_z = self.energy_and_normaliser(obs, actions.expand(2, *actions.shape))  # [2, B], [B]
         shift = self.reward_shift(obs)
-        return self.alpha * (shift + energy), self.alpha * (shift + log_z[:, None])
+        return self.alpha * (shift + energy.t()), self.alpha * (shift + log_z[:, None])
 
     def value(self, obs):
         """The exact soft value V_k(s) (E4), [B, 2]: log Z depends on the prior alone (the rule in
@@ -281,7 +284,7 @@ def make_update(policy, target_policy, lr, gamma, tau, max_grad_norm, compile=Fa
 
     def update(batch):
         policy.use_dropout(True)
-        with policy.dropout_masks(2 * batch.obs.shape[0]):  # one set per Q column
+        with policy.dropout_masks(2, batch.obs.shape[0]):  # one set per Q column
             loss = loss_fn(policy, target_policy, batch, gamma)
         policy.use_dropout(False)
         params.grad.zero_()

@@ -51,7 +51,7 @@ def per_tensor_update(policy, target_policy, lr, gamma, tau, max_grad_norm, comp
 
     def update(batch):
         policy.use_dropout(True)
-        with policy.dropout_masks(2 * batch.obs.shape[0]):  # one set per Q column
+        with policy.dropout_masks(2, batch.obs.shape[0]):  # one set per Q column
             loss = loss_fn(policy, target_policy, batch, gamma)
         optimizer.zero_grad()
         loss.backward()

@@ -4,14 +4,16 @@
     python benchmarks/bench_update.py --repeats 500 --threads 1
     python benchmarks/bench_update.py --envs Hopper-v4 --no-compile --profile
     python benchmarks/bench_update.py --breakdown     # what each part of the network costs
+    python benchmarks/bench_update.py --threads 1 --against c43349e   # also (0): the update as at a commit
 
 All at the training script's default threads unless --threads says otherwise.
 (1) shipped:          `make_update` from meow_continuous_action.py as the default command runs it (compiled;
-                      eager with --no-compile, and the eager one is also shown): the batch doubled through
-                      the couplings (one pass per Q column, each with its own dropout masks), reward shifts
-                      on observations only, the target value without any coupling layer, parameters in one
-                      flat buffer (one fused Adam, clip and Polyak step), the dropout masks drawn at once,
-                      no host synchronisation.
+                      eager with --no-compile, and the eager one is also shown): one pass through the
+                      couplings per Q column, each with its own dropout masks, on a leading axis of 2 over
+                      which the observation broadcasts (its parts run once), reward shifts on observations
+                      only, the target value without any coupling layer, parameters in one flat buffer (one
+                      fused Adam, clip and Polyak step), the dropout masks drawn at once, no host
+                      synchronisation.
 (2) straightforward:  the same maths done the obvious way (as in the authors' code): the batch doubled
                       so that each half meets one reward shift, the target value also pushed through the
                       target's couplings, `train()` each step, per-parameter Polyak, default Adam, and
@@ -19,23 +21,33 @@ All at the training script's default threads unless --threads says otherwise.
 (3) SAC:              the usual SAC update (actor 256x256 tanh-Gaussian, twin critics 256x256, target
                       critics, autotuned temperature), one actor and critic step per call.
 Prints the median milliseconds per update over --repeats calls after --warmup calls, and the ratios.
+--inductor KEY=VALUE... also times (1i), (1) compiled with those inductor options (e.g. max_autotune=True).
+--against COMMIT also times (0), `make_update` of meow_continuous_action.py and flow_layers.py as at that
+git commit, interleaved with the others, so that a change is measured against its parent on one machine.
 --breakdown also times (1) with one part of the network removed at a time (in both the online and the
 target network): the difference is what that part costs, forward and backward. torch.profiler's
 per-operator times (--profile) inflate the many small element-wise operators several times over.
 """
 import argparse
+import ast
+import atexit
 import contextlib
+import importlib.util
 import math
 import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 import meow_continuous_action as meow  # noqa: E402
 from flow_layers import Dropout, Swish  # noqa: E402
 
@@ -145,9 +157,34 @@ def make_sac_update(obs_dim, act_dim, gamma=0.99, tau=0.005, lr=1e-3, device="cp
 
 
 # ----------------------------------------------------------------------------- timing
-def make_meow(obs_dim, act_dim):
-    policy = meow.FlowPolicy(obs_dim, act_dim, 0.25, -0.3, -5.0)
-    target = meow.FlowPolicy(obs_dim, act_dim, 0.25, -0.3, -5.0).eval()
+def script_at(commit):
+    """meow_continuous_action.py as at `commit`, with that commit's flow_layers.py, imported from `git show`
+    as a module of its own (the working tree's copies stay imported beside it)."""
+    folder = tempfile.mkdtemp(prefix="meow_at_")
+    atexit.register(shutil.rmtree, folder, True)
+    for name in ("meow_continuous_action.py", "flow_layers.py"):
+        shown = subprocess.run(["git", "-C", ROOT, "show", "%s:%s" % (commit, name)], capture_output=True, text=True)
+        if shown.returncode:
+            print("error: cannot read %s at %s: %s" % (name, commit, (shown.stderr.strip().splitlines() or ["git failed"])[0]), file=sys.stderr)
+            sys.exit(2)
+        with open(os.path.join(folder, name), "w") as f:
+            f.write(shown.stdout)
+    own_layers = sys.modules.pop("flow_layers")
+    sys.path.insert(0, folder)
+    try:
+        name = "meow_at_%s" % "".join(c if c.isalnum() else "_" for c in commit)
+        spec = importlib.util.spec_from_file_location(name, os.path.join(folder, "meow_continuous_action.py"))
+        script = sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+    finally:
+        sys.path.remove(folder)
+        sys.modules["flow_layers"] = own_layers
+    return script
+
+
+def make_meow(obs_dim, act_dim, script=meow):
+    policy = script.FlowPolicy(obs_dim, act_dim, 0.25, -0.3, -5.0)
+    target = script.FlowPolicy(obs_dim, act_dim, 0.25, -0.3, -5.0).eval()
     target.load_state_dict(policy.state_dict())
     target.requires_grad_(False)
     return policy, target
@@ -176,9 +213,30 @@ def median_ms(updates, rb, batch_size, warmup, repeats, block=10):
     return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
-def shipped_update(policy, target, compile=False):
-    """(1): make_update of meow_continuous_action.py with the Hopper defaults."""
-    return meow.make_update(policy, target, 1e-3, 0.99, 0.005, 30.0, compile=compile)[0]
+def shipped_update(policy, target, compile=False, script=meow):
+    """(1): make_update of meow_continuous_action.py (or of `script`) with the Hopper defaults."""
+    return script.make_update(policy, target, 1e-3, 0.99, 0.005, 30.0, compile=compile)[0]
+
+
+def inductor_option(text):
+    """KEY=VALUE of --inductor: the value as a Python literal (True, 3), else as a string (CPP,ATEN)."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError("expected KEY=VALUE, got %r" % text)
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def with_inductor_options(options, obs_dim, act_dim):
+    """(1) compiled with these inductor options (torch.compile's `options`) on top of the script's."""
+    compile_ = torch.compile
+    torch.compile = lambda fn, **kwargs: compile_(fn, options=options, **kwargs)
+    try:
+        return shipped_update(*make_meow(obs_dim, act_dim), compile=True)
+    finally:
+        torch.compile = compile_
 
 
 def without(part, obs_dim, act_dim):
@@ -192,7 +250,7 @@ def without(part, obs_dim, act_dim):
             if part == "dropout (masks and products)" and isinstance(module, Dropout):
                 module.p = 0.0
         if part == "dropout (masks and products)":
-            net.dropout_masks = lambda batch_size: contextlib.nullcontext()
+            net.dropout_masks = lambda *batch_shape: contextlib.nullcontext()
         if part == "reward-shift nets b_k(s)":
             net.reward_shift.forward = lambda obs: obs.new_zeros(obs.shape[0], 2)
     return shipped_update(policy, target)
@@ -226,15 +284,23 @@ def main():
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--threads", type=int, default=meow.default_threads(), help="torch CPU threads (default: the training script's default, %(default)s here)")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="time (1) eager only (the default also times it compiled)")
+    parser.add_argument("--against", metavar="COMMIT", help="also time (0): (1) as at this git commit, interleaved with the others")
+    parser.add_argument("--inductor", nargs="+", type=inductor_option, default=[], metavar="KEY=VALUE",
+                        help="also time (1i): (1) compiled with these inductor options, e.g. max_autotune=True cpp_wrapper=True")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of the shipped update")
     parser.add_argument("--breakdown", action="store_true", help="also time the shipped update without each part of the network")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    before = script_at(args.against) if args.against else None
 
     print("torch %s, %d thread(s), batch %d, median of %d updates after %d warm-up, variants interleaved in blocks of 10" % (torch.__version__, args.threads, args.batch_size, args.repeats, args.warmup))
-    print("| sizes | (1) MEow shipped%s | (2) MEow straightforward | (3) SAC | (1)/(2) | (1)/(3) |%s" % ((", compiled", " (1) eager |") if args.compile else ("", "")))
-    print("|---|---|---|---|---|---|" + ("---|" if args.compile else ""))
+    header = "| sizes | (1) MEow shipped%s | (2) MEow straightforward | (3) SAC | (1)/(2) | (1)/(3) |" % (", compiled" if args.compile else "")
+    header += " (1) eager |" if args.compile else ""
+    header += " (0) at %s | (1)/(0) | (0)/(3) |" % args.against if before else ""
+    header += " (1i) %s | (1i)/(1) |" % " ".join("%s=%s" % kv for kv in args.inductor) if args.inductor else ""
+    print(header)
+    print("|---" * header.count(" |") + "|")
     for env_id in args.envs:
         obs_dim, act_dim = SIZES[env_id]
         rb = random_buffer(obs_dim, act_dim)
@@ -244,11 +310,19 @@ def main():
         updates["sac"] = make_sac_update(obs_dim, act_dim)
         if args.compile:
             updates["eager"] = shipped_update(*make_meow(obs_dim, act_dim))
+        if before:
+            updates["before"] = shipped_update(*make_meow(obs_dim, act_dim, before), compile=args.compile, script=before)
+        if args.inductor:
+            updates["inductor"] = with_inductor_options(dict(args.inductor), obs_dim, act_dim)
         ms = median_ms(updates, rb, args.batch_size, args.warmup, args.repeats)
         t1, t2, t3 = ms["shipped"], ms["straightforward"], ms["sac"]
         row = "| %s (obs %d, act %d) | %.2f ms | %.2f ms | %.2f ms | %.2f | %.2f |" % (env_id, obs_dim, act_dim, t1, t2, t3, t1 / t2, t1 / t3)
         if args.compile:
             row += " %.2f ms |" % ms["eager"]
+        if before:
+            row += " %.2f ms | %.2f | %.2f |" % (ms["before"], t1 / ms["before"], ms["before"] / t3)
+        if args.inductor:
+            row += " %.2f ms | %.2f |" % (ms["inductor"], ms["inductor"] / t1)
         print(row, flush=True)
         if args.breakdown:
             breakdown(obs_dim, act_dim, rb, args)

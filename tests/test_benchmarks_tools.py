@@ -458,6 +458,19 @@ def test_bench_update_prints_every_variant_and_the_ratios(tmp_path):
     assert abs(ratios[0] - times[0] / times[1]) < 0.01 and abs(ratios[1] - times[0] / times[2]) < 0.01  # printed to 2 decimals
 
 
+def test_bench_update_against_a_commit_times_that_commits_update_beside_this_one(tmp_path):
+    if subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD~1"], capture_output=True).returncode:
+        pytest.skip("not a git checkout with a parent commit")
+    result = run_tool("bench_update.py", ["--envs", "Hopper-v4", "--warmup", "2", "--repeats", "20", "--no-compile", "--against", "HEAD~1"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, rows = markdown_rows(result.stdout)
+    assert header[-3:] == ["(0) at HEAD~1", "(1)/(0)", "(0)/(3)"]
+    t1, t3, t0 = (float(rows[0][column].split()[0]) for column in (header[1], header[3], header[-3]))
+    assert abs(float(rows[0]["(1)/(0)"]) - t1 / t0) < 0.01 and abs(float(rows[0]["(0)/(3)"]) - t0 / t3) < 0.01
+    bad = run_tool("bench_update.py", ["--against", "no-such-commit"], tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: cannot read meow_continuous_action.py at no-such-commit")
+
+
 def test_bench_loop_times_the_training_loop_of_each_variant(tmp_path):
     args = ["--learning-starts", "300", "--warmup-steps", "300", "--steps", "300", "--variants", "eager-1thread", "sac"]
     result = run_tool("bench_loop.py", args, tmp_path)

@@ -169,6 +169,29 @@ def test_fused_loss_equals_the_straightforward_reference(meow):
         assert (g is None and r is None) or torch.allclose(g, r, atol=1e-5)
 
 
+def test_fused_loss_with_dropout_equals_the_reference_with_the_same_masks(meow):
+    """The two passes on a leading axis of 2 (masks [2, B, H], the observation's part computed once) give
+    the loss and gradients of the authors' doubled batch with the same masks as its [2B, H] rows."""
+    policy, target = randomised_policy(meow, 7, 3, scale=0.3, seed=0), randomised_policy(meow, 7, 3, scale=0.3, seed=1)
+    gen = torch.Generator().manual_seed(1)
+    batch = meow.Batch(torch.randn(64, 7, generator=gen), torch.rand(64, 3, generator=gen) * 1.8 - 0.9,
+                       torch.randn(64, generator=gen), torch.randn(64, 7, generator=gen), (torch.rand(64, generator=gen) < 0.3).float())
+    policy.use_dropout(True)
+    torch.manual_seed(5)
+    with policy.dropout_masks(2, 64):
+        loss = meow.meow_loss(policy, target, batch, 0.99)
+    torch.manual_seed(5)
+    with policy.dropout_masks(128):
+        ref, _, _ = straightforward_loss(policy, target, batch, 0.99)
+    policy.use_dropout(False)
+    assert not torch.allclose(loss, meow.meow_loss(policy, target, batch, 0.99), rtol=1e-3)  # the masks were applied
+    assert torch.allclose(loss, ref, rtol=1e-5)
+    grads = torch.autograd.grad(loss, list(policy.parameters()), allow_unused=True)
+    ref_grads = torch.autograd.grad(ref, list(policy.parameters()), allow_unused=True)
+    for g, r in zip(grads, ref_grads):
+        assert (g is None and r is None) or torch.allclose(g, r, atol=1e-5)
+
+
 def test_update_lowers_the_loss_and_moves_the_target_by_tau(meow):
     torch.manual_seed(0)
     policy = meow.FlowPolicy(4, 2, ALPHA, -0.3, -5.0)
@@ -229,7 +252,7 @@ def test_flat_update_takes_the_same_steps_as_a_per_tensor_update(meow):
         loss = update(batch)
         torch.manual_seed(100 + step)
         ref_policy.use_dropout(True)
-        with ref_policy.dropout_masks(128):
+        with ref_policy.dropout_masks(2, 64):
             ref_loss = meow.meow_loss(ref_policy, ref_target, batch, 0.99)
         optimizer.zero_grad()
         ref_loss.backward()
@@ -265,11 +288,11 @@ def test_dropout_masks_are_drawn_once_used_by_every_layer_and_cleared(meow):
     policy, _ = policy_pair(meow)
     policy.use_dropout(True)
     obs, actions = torch.randn(32, 4), torch.rand(32, 2) * 2 - 1
-    with policy.dropout_masks(64):  # one set of rows per Q column
+    with policy.dropout_masks(2, 32):  # one set per Q column
         masks = [layer.mask for layer in policy._dropouts]
         q1 = policy.q_and_v(obs, actions)[0]
         q2 = policy.q_and_v(obs, actions)[0]
-    assert len(masks) == 8 and all(m.shape == (64, 64) for m in masks)
+    assert len(masks) == 8 and all(m.shape == (2, 32, 64) for m in masks)
     all_masks = torch.stack(masks)
     assert torch.allclose(all_masks.unique(), torch.tensor([0.0, 1 / 0.9]))  # dropped, or kept and rescaled
     assert abs((all_masks == 0).float().mean().item() - 0.1) < 4 * (0.1 * 0.9 / all_masks.numel()) ** 0.5
@@ -293,7 +316,7 @@ def test_compiled_loss_equals_the_eager_loss_with_fresh_masks_each_call(capsys):
     losses = []
     for seed in (10, 11):  # the same batch, new masks
         torch.manual_seed(seed)
-        with policy.dropout_masks(64):
+        with policy.dropout_masks(2, 32):
             eager = meow.meow_loss(policy, target, batch, 0.99)
             fast = compiled(policy, target, batch, 0.99)
         assert torch.allclose(fast, eager, rtol=1e-5, atol=1e-6)
@@ -346,7 +369,7 @@ def test_the_two_scripts_hold_the_same_algorithm():
                 p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
         policy.use_dropout(True)
         torch.manual_seed(7)
-        with policy.dropout_masks(64):
+        with policy.dropout_masks(2, 32):
             loss = script.meow_loss(policy, target, batch, 0.99)
         grads = torch.autograd.grad(loss, list(policy.parameters()))
         policy.use_dropout(False)
@@ -372,10 +395,10 @@ def test_each_q_column_takes_its_own_pass_and_dropout_masks():
     assert torch.allclose(q - v, ALPHA * policy.log_prob(obs, actions)[:, None].expand_as(q), atol=1e-3)
     assert torch.allclose((q - shift)[:, 0], (q - shift)[:, 1], atol=1e-4)
     policy.use_dropout(True)
-    with policy.dropout_masks(32):
+    with policy.dropout_masks(2, 16):
         masks = [layer.mask for layer in policy._dropouts]
         q, v = policy.q_and_v(obs, actions)
-    assert not any(torch.equal(m[:16], m[16:]) for m in masks)  # the halves of each mask are drawn apart
+    assert not any(torch.equal(m[0], m[1]) for m in masks)  # the two passes of each mask are drawn apart
     energy = q - shift
     assert not torch.allclose(energy[:, 0], energy[:, 1], atol=1e-4)
     assert torch.allclose(v - shift, (v - shift)[:, :1].expand_as(v), atol=1e-4)  # log Z: no dropout in the prior

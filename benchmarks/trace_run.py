@@ -46,6 +46,7 @@ from torch.utils._pytree import tree_flatten
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import meow_continuous_action as meow  # noqa: E402
+from plot import this_cpu as cpu_model  # noqa: E402  (the CPU model name the results CSVs record)
 
 FORMAT = 1
 DIGITS = 8  # hex digits kept of each sha256: a changed tensor keeps its digest with probability 2^-32
@@ -96,17 +97,6 @@ def from_bits(text):
 
 
 # ----------------------------------------------------------------------------- the machine
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def cpu_flags():
     try:
         with open("/proc/cpuinfo") as f:
@@ -420,7 +410,7 @@ class Recorder:
         try:
             with recorder:
                 policy.use_dropout(True)
-                with policy.dropout_masks(2 * batch.obs.shape[0]):
+                with policy.dropout_masks(2, batch.obs.shape[0]):
                     loss = meow.meow_loss(policy, target_policy, batch, gamma)
                 policy.use_dropout(False)
                 recorder.phase = "backward"

@@ -425,7 +425,12 @@ def main(args):
     target_policy.load_state_dict(policy.state_dict())
     target_policy.requires_grad_(False)
     update, optimizer = make_update(policy, target_policy, args.learning_rate, args.gamma, args.tau, args.max_grad_norm, compile)
-    sample = maybe_compile(policy.sample, compile, device, "the action sampling")
+    def act(obs):
+        """The actions, their log pi, and min_k V_k(s) for the value-bias measure: one call, compiled as one graph."""
+        actions, log_prob = policy.sample(obs)
+        return actions, log_prob, policy.value(obs).min(dim=1).values
+
+    act = maybe_compile(act, compile, device, "the action sampling")
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
     bias = ValueBias(1, args.alpha, args.gamma, device)
 
@@ -456,8 +461,8 @@ def main(args):
         else:
             policy_obs = torch.as_tensor(obs, dtype=torch.float32, device=device)[None]
             with torch.no_grad():
-                action, log_prob = sample(policy_obs)
-            bias.act(policy, policy_obs, log_prob)
+                action, log_prob, value = act(policy_obs)
+            bias.act(log_prob, value)
             action = action[0].cpu().numpy()
             if not np.isfinite(action).all():  # on the host anyway: stop before the env sees it
                 read_and_check({"losses/qf_loss": loss} if loss is not None else {}, policy, global_step, args, writer)
@@ -865,11 +870,10 @@ class ValueBias:
         self.finished = torch.zeros(5, dtype=torch.float64, device=device)  # episodes, states, sums of Q_t, G_t, S_t
         self.streak, self.warned = 0, False
 
-    def act(self, policy, obs, log_prob):
-        """The policy chose this step's actions in `obs` (as the network reads them), with `log_prob`."""
-        with torch.no_grad():
-            self.alpha_log_prob = self.alpha * log_prob.double()
-            self.q = self.alpha_log_prob + policy.value(obs).min(dim=1).values.double()
+    def act(self, log_prob, value):
+        """The policy chose this step's actions with `log_prob`, in states whose min_k V_k(s) is `value`."""
+        self.alpha_log_prob = self.alpha * log_prob.double()
+        self.q = self.alpha_log_prob + value.double()
 
     def act_randomly(self):
         """A warm-up step of random actions: they have no log pi, so their episodes are not measured."""

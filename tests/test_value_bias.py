@@ -16,21 +16,10 @@ import meow_isaacgym as mig
 GAMMA, ALPHA = 0.5, 0.5
 
 
-class ScriptedValues:
-    """A stand-in network whose V_k(s) columns are given per step."""
-
-    def __init__(self, values):
-        self.values = values
-
-    def value(self, obs):
-        return self.values[int(obs[0, 0])].reshape(-1, 2)
-
-
 def play(bias, rewards, log_probs, values, tail=None):
     """One env plays one episode through `bias`; `tail`: V_target(s_T) of a time-out."""
-    policy = ScriptedValues(torch.tensor(values))
     for t, (r, log_prob) in enumerate(zip(rewards, log_probs)):
-        bias.act(policy, torch.tensor([[float(t)]]), torch.tensor([log_prob]))
+        bias.act(torch.tensor([log_prob]), torch.tensor(values[t]).min().reshape(1))
         last = t == len(rewards) - 1
         bias.step(torch.tensor([r]), last, tail=torch.tensor([tail]) if last and tail is not None else None)
 
@@ -98,7 +87,7 @@ def test_vectorized_envs_with_restarts_match_the_definition_episode_by_episode()
         if t in random_steps:
             bias.act_randomly()
         else:
-            bias.act(ScriptedValues(values), torch.full((n, 1), float(t)), log_probs[t])
+            bias.act(log_probs[t], values[t].min(dim=1).values)
         valid = ~prev_done
         bias.step(rewards[t], dones[t], valid, tails[t])
         for i in range(n):
@@ -134,7 +123,7 @@ def test_q_is_min_over_the_columns_of_the_networks_q_at_the_action_it_sampled():
     with torch.no_grad():
         actions, log_prob = policy.sample(obs)
     bias = meow.ValueBias(64, 0.3, 0.99, "cpu")
-    bias.act(policy, obs, log_prob)
+    bias.act(log_prob, policy.value(obs).min(dim=1).values)
     q, _ = policy.q_and_v(obs, actions)
     assert torch.allclose(bias.q.float(), q.min(dim=1).values, atol=1e-4)
 
@@ -183,7 +172,7 @@ def test_the_measure_draws_no_random_numbers():
     before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
     bias = meow.ValueBias(5, 0.3, 0.99, "cpu")
     for t in range(20):
-        bias.act(policy, obs, log_prob)
+        bias.act(log_prob, policy.value(obs).min(dim=1).values)
         bias.step(torch.ones(5), torch.arange(5) == t % 5, torch.arange(5) != (t + 1) % 5, bias.tail_value(policy, obs))
     bias.review({k: float(v) for k, v in bias.pop().items()}, 20)
     after = (torch.get_rng_state(), np.random.get_state()[1], random.getstate())
@@ -261,9 +250,9 @@ def test_a_run_takes_the_same_steps_with_the_measure_as_without(script, tmp_path
             calls.append("random")
             super().act_randomly()
 
-        def act(self, policy, obs, log_prob):
+        def act(self, log_prob, value):
             calls.append("policy")
-            super().act(policy, obs, log_prob)
+            super().act(log_prob, value)
 
         def step(self, rewards, ended, valid=None, tail=None):
             ended = torch.as_tensor(ended).expand(len(self.weight))

@@ -168,6 +168,11 @@ def run_trial(args, trial, env, storage):
     return float(np.mean(evals[-args.last_evals :]))
 
 
+def tell_failed(study, trial):
+    """Mark the trial failed, unless another worker already has (its heartbeat went stale)."""
+    study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+
+
 def open_storage(args):
     """The study's RDB storage. Workers started at once on a new database race to create its tables
     (optuna/optuna#1092); the loser's error does not come back when it opens the storage again."""
@@ -210,14 +215,22 @@ def main(argv):
         try:
             with heartbeat(storage, trial):
                 score = run_trial(args, trial, env, storage)
+            if study.tell(trial, score, skip_if_finished=True).state != optuna.trial.TrialState.COMPLETE:
+                raise optuna.exceptions.UpdateFinishedTrialError
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # this worker was silent for two heartbeat intervals (stopped, or cut off from the server), and
+            # another one took the trial for dead: the study already holds it as failed and runs it again
+            print("warning: trial %d was marked failed while it ran (its heartbeat went stale: this worker was paused or cut off "
+                  "for over %d s); its result is dropped and the study runs the trial again" % (trial.number, 2 * args.heartbeat_interval),
+                  file=sys.stderr, flush=True)
+            continue
         except TrialFailed as e:
             print("trial %d FAILED: %s" % (trial.number, e), file=sys.stderr, flush=True)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            tell_failed(study, trial)
             continue
         except BaseException:  # Ctrl-C: do not leave the trial RUNNING in the shared study
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            tell_failed(study, trial)
             raise
-        study.tell(trial, score)
         print("trial %d: score %.2f" % (trial.number, score), flush=True)
 
     states = collections.Counter(t.state.name for t in study.trials)

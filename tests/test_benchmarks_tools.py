@@ -447,6 +447,51 @@ def test_tune_marks_failed_trial_as_failed(tmp_path):
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
 
 
+@pytest.mark.parametrize("noticed_at", ["tell", "user_attr"])
+def test_a_worker_silent_past_its_heartbeat_drops_its_result_and_the_study_runs_the_trial_again(noticed_at, tmp_path, monkeypatch, capsys):
+    """A worker paused (or cut off) for over two heartbeat intervals while it trains: another worker takes
+    its trial for dead, marks it failed and queues it again. The paused worker's result is dropped with
+    one warning, and the worker goes on with the queued trial; the paused worker finds out when it scores
+    the trial, or before, when run_trial writes the trial's run directory to the study."""
+    optuna = pytest.importorskip("optuna")
+    import contextlib
+
+    import tune
+
+    url = "sqlite:///%s" % (tmp_path / "tune.db")
+    ran = []
+
+    @contextlib.contextmanager
+    def silent_after_one_beat(storage, trial):
+        storage.record_heartbeat(trial._trial_id)
+        yield
+
+    def run_trial(args, trial, env, storage):
+        ran.append((trial.number, trial.suggest_float("alpha", 0.01, 1.0, log=True)))
+        if trial.number == 0:
+            time.sleep(3.5 * args.heartbeat_interval)  # stale after 2; SQLite's clock reads whole seconds
+            optuna.storages.fail_stale_trials(optuna.load_study(study_name="stale", storage=storage))  # another worker
+            if noticed_at == "user_attr":
+                trial.set_user_attr("run_dir", "runs/x")
+        return 1.0 + trial.number
+
+    monkeypatch.setattr(tune, "heartbeat", silent_after_one_beat)
+    monkeypatch.setattr(tune, "run_trial", run_trial)
+    monkeypatch.chdir(tmp_path)
+    optuna.logging.disable_default_handler()  # its stream would be an earlier test's captured stderr
+    try:
+        code = tune.main(["--n-trials", "2", "--storage", url, "--study-name", "stale", "--heartbeat-interval", "1", "--workdir", "trials"])
+    finally:
+        optuna.logging.enable_default_handler()
+    err = capsys.readouterr().err
+    assert code == 0
+    assert err.count("warning: trial 0 was marked failed while it ran") == 1 and "Traceback" not in err
+    failed, again = optuna.load_study(study_name="stale", storage=url).trials
+    assert failed.state == optuna.trial.TrialState.FAIL and failed.value is None
+    assert again.state == optuna.trial.TrialState.COMPLETE and again.value == 2.0 and again.system_attrs["failed_trial"] == 0
+    assert ran[1] == (1, ran[0][1])  # the same parameters, run again
+
+
 def test_bench_update_prints_every_variant_and_the_ratios(tmp_path):
     result = run_tool("bench_update.py", ["--envs", "Hopper-v4", "--warmup", "2", "--repeats", "20", "--no-compile"], tmp_path)
     assert result.returncode == 0, result.stderr

@@ -169,10 +169,11 @@ def test_the_measure_draws_no_random_numbers():
     obs = torch.randn(5, 4)
     with torch.no_grad():
         _, log_prob = policy.sample(obs)
+        value = policy.value(obs).min(dim=1).values
     before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
     bias = meow.ValueBias(5, 0.3, 0.99, "cpu")
     for t in range(20):
-        bias.act(log_prob, policy.value(obs).min(dim=1).values)
+        bias.act(log_prob, value)
         bias.step(torch.ones(5), torch.arange(5) == t % 5, torch.arange(5) != (t + 1) % 5, bias.tail_value(policy, obs))
     bias.review({k: float(v) for k, v in bias.pop().items()}, 20)
     after = (torch.get_rng_state(), np.random.get_state()[1], random.getstate())

@@ -338,6 +338,15 @@ def paper_cell(curve, step):
     return "hidden" if math.isnan(curve[step]) else "%.0f" % curve[step]
 
 
+def above_cell(seeds, above, step):
+    """How many seeds had an evaluation above `above` at or before `step`, of the seeds known there: those
+    that reached the step or passed `above` before it (a run still short of the step and below is not
+    counted either way)."""
+    passed = [any(v > above for s, v in evals.items() if s <= step) for evals in seeds.values()]
+    known = sum(p or max(evals) >= step for p, evals in zip(passed, seeds.values()))
+    return "%d of %d" % (sum(passed), known) if known else "–"
+
+
 def table(results, paper, checkpoints, summary=False, ci=False, above=None):
     """The Markdown table: per task and group each seed (not with `summary`), the mean ± sample std over
     seeds, with `ci` the mean and its 95% bootstrap interval, with `above` how many seeds had an
@@ -355,8 +364,7 @@ def table(results, paper, checkpoints, summary=False, ci=False, above=None):
             if ci:
                 row(env_id, "%s, mean [95%% bootstrap CI]" % group, [ci_cell(values, len(seeds)) for values in reached])
             if above is not None:
-                row(env_id, "%s, seeds above %g by then" % (group, above),
-                    ["%d of %d" % (sum(any(v > above for s, v in evals.items() if s <= c) for evals in seeds.values()), len(seeds)) for c in checkpoints])
+                row(env_id, "%s, seeds above %g by then" % (group, above), [above_cell(seeds, above, c) for c in checkpoints])
         for algorithm, curve in paper.get(env_id, {}).items():
             row(env_id, "paper %s (Fig. 3)" % algorithm, [paper_cell(curve, c) for c in checkpoints])
     return "\n".join(lines)

@@ -245,6 +245,19 @@ def test_table_by_cpu_gives_bootstrap_intervals_and_counts_the_seeds_above_a_ret
     assert sorted(os.listdir(tmp_path / "figs")) == ["Walker2d-v4_eval_return.png"]
 
 
+def test_seeds_above_a_return_counts_only_the_seeds_known_at_each_step(tmp_path, capsys):
+    """A run still short of a step is left out of that step's count unless it has already passed the return."""
+    runs = {1: {100000: 400, 200000: 2000}, 2: {100000: 1600}, 3: {100000: 300}}  # seeds 2 and 3 are still running
+    rows = [plot.COLUMNS] + [["Walker2d-v4", str(seed), str(step), str(value), "abc1234", "AMD", "ours"]
+                             for seed, evals in runs.items() for step, value in evals.items()]
+    with open(tmp_path / "w.csv", "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    assert plot.main(["--csv", str(tmp_path / "w.csv"), "--out-dir", str(tmp_path / "figs"), "--steps", "100k", "200k", "300k", "--above", "1500", "--summary"]) == 0
+    header, table = markdown_rows(capsys.readouterr().out)
+    (counts,) = [row for row in table if row["source"] == "ours, seeds above 1500 by then"]
+    assert [counts[c] for c in header[2:]] == ["1 of 3", "2 of 2", "2 of 2"]
+
+
 def test_plot_rebuilds_table_and_figures_from_the_csv_alone(tmp_path):
     result = run_tool("plot.py", ["--csv", os.path.join(ROOT, "tests", "data", "results_2envs_2seeds.csv"), "--out-dir", "figs"], tmp_path)
     assert result.returncode == 0, result.stderr

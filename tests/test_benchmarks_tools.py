@@ -539,3 +539,42 @@ def test_bench_loop_times_the_training_loop_of_each_variant(tmp_path):
     assert all(s > 0 for s in sps)
     assert abs(float(rows[0]["vs sac"].rstrip("x")) - sps[0] / sps[1]) < 0.01
     assert os.listdir(tmp_path) == []  # the runs went to a temporary directory
+
+
+# ---------------------------------------------------------------- bench_programs.py: steps/s of whole programs
+
+FAKE_PROGRAM = """
+import sys
+from torch.utils.tensorboard import SummaryWriter
+writer = SummaryWriter("runs/fake")
+# steps 0..9000 every 500: 50 steps/s before step 4000, 100 steps/s from it on (wall times given, not measured)
+wall = 1000.0
+for step in range(0, 9001, 500):
+    writer.add_scalar("charts/SPS", 0.0, step, walltime=wall)
+    wall += 500 / (50 if step < 4000 else 100)
+writer.close()
+sys.exit(int(sys.argv[1]))
+"""
+
+
+def test_bench_programs_reads_steps_per_second_off_the_wall_times_of_the_window(tmp_path):
+    import bench_programs
+    fake = tmp_path / "fake.py"
+    fake.write_text(FAKE_PROGRAM)
+    # from 4000 to 9000: 5000 steps at 100 steps/s; a mark between points takes the next point (4100 -> 4500)
+    assert bench_programs.program_sps([sys.executable, str(fake), "0"], (4000, 9000)) == pytest.approx(100.0)
+    assert bench_programs.program_sps([sys.executable, str(fake), "0"], (4100, 9000)) == pytest.approx(100.0)
+    # 0 to 4000 at 50, 4000 to 6000 at 100: 6000 steps in 80 + 20 s
+    assert bench_programs.program_sps([sys.executable, str(fake), "0"], (0, 6000)) == pytest.approx(60.0)
+    with pytest.raises(ValueError, match="no point at or after step 9500"):
+        bench_programs.program_sps([sys.executable, str(fake), "0"], (4000, 9500))
+    with pytest.raises(RuntimeError, match="exited with 3"):
+        bench_programs.program_sps([sys.executable, str(fake), "3"], (4000, 9000))
+
+
+def test_bench_programs_refuses_a_missing_script_with_one_error_line(tmp_path):
+    done = run_tool("bench_programs.py", ["--sac", str(tmp_path / "nowhere.py"), "--rounds", "1"], tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: --sac: no such file: %s" % (tmp_path / "nowhere.py")
+    done = run_tool("bench_programs.py", ["--threads", "0"], tmp_path)
+    assert done.returncode == 2 and "expected 'default' or a positive integer" in done.stderr

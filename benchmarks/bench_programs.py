@@ -38,13 +38,14 @@ def steps_per_second(run_dir, first, last):
     acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
     acc.Reload()
     points = sorted((e.step, e.wall_time) for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag))
-    at = {}
-    for mark in (first, last):
-        later = [p for p in points if p[0] >= mark]
+
+    def first_at(mark):
+        later = [point for point in points if point[0] >= mark]
         if not later:
             raise ValueError("%s has no point at or after step %d (its last is %s)" % (run_dir, mark, points[-1][0] if points else None))
-        at[mark] = min(later)
-    (s0, w0), (s1, w1) = at[first], at[last]
+        return later[0]
+
+    (s0, w0), (s1, w1) = first_at(first), first_at(last)
     if s1 <= s0 or w1 <= w0:
         raise ValueError("%s: no steps between %d and %d" % (run_dir, first, last))
     return (s1 - s0) / (w1 - w0)
@@ -59,7 +60,7 @@ def program_sps(command, window, threads=None):
         done = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
-            raise RuntimeError("%s exited with %d: %s" % (" ".join(command[1:2]), done.returncode, " | ".join(tail)))
+            raise RuntimeError("%s exited with %d: %s" % (command[1], done.returncode, " | ".join(tail)))
         runs = sorted(glob.glob(os.path.join(tmp, "runs", "*")))
         if len(runs) != 1:
             raise RuntimeError("%s wrote %d run directories under runs/, expected one" % (command[1], len(runs)))
@@ -99,10 +100,10 @@ def main(argv=None):
     if args.rounds < 1:
         parser.exit(2, "error: --rounds must be >= 1\n")
 
-    results = {}
+    results, table = {}, programs(args)
     for _ in range(args.rounds):
         for threads in args.threads:
-            for name, (command, window) in programs(args).items():
+            for name, (command, window) in table.items():
                 flags = ["--torch-threads", str(threads)] if name == "ours" and threads is not None else []
                 try:
                     sps = program_sps(command + flags, window, threads)

@@ -302,20 +302,31 @@ def section(path, heading):
     return text[:text.index("\n## ", 1)]
 
 
-def first_table(text):
-    """The first Markdown table of a text, as markdown_rows gives it."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return markdown_rows("\n".join(lines[start:end]))
+def nth_table(text, n):
+    """The n-th Markdown table of a text (from 0), as markdown_rows gives it."""
+    lines, tables, start = text.splitlines() + [""], [], None
+    for i, line in enumerate(lines):
+        if line.startswith("|") and start is None:
+            start = i
+        elif not line.startswith("|") and start is not None:
+            tables.append(markdown_rows("\n".join(lines[start:i])))
+            start = None
+    return tables[n]
 
 
-@pytest.mark.parametrize("doc, heading, flags", [("README.md", "## Results", ["--summary"]), ("docs/reproducing.md", "## Results in full", [])])
-def test_results_tables_are_what_plot_prints_from_the_committed_csv(tmp_path, doc, heading, flags):
-    """The tables are not typed in: they are plot.py's output for benchmarks/results/mujoco_300k.csv."""
-    result = run_tool("plot.py", ["--csv", os.path.join(ROOT, "benchmarks", "results", "mujoco_300k.csv"), "--out-dir", "figs", *flags], tmp_path)
+STEPS_1M = ["--steps", "250k", "500k", "750k", "1M"]
+
+
+@pytest.mark.parametrize("doc, heading, csv, flags, n", [
+    ("README.md", "## Results", "mujoco_300k.csv", ["--summary"], 0),
+    ("README.md", "## Results", "mujoco_1m.csv", ["--summary", *STEPS_1M], 1),
+    ("docs/reproducing.md", "## Results in full", "mujoco_300k.csv", [], 0),
+    ("docs/reproducing.md", "## Results in full", "mujoco_1m.csv", STEPS_1M, 1)])
+def test_results_tables_are_what_plot_prints_from_the_committed_csv(tmp_path, doc, heading, csv, flags, n):
+    """The tables are not typed in: they are plot.py's output for the committed CSVs, in order."""
+    result = run_tool("plot.py", ["--csv", os.path.join(ROOT, "benchmarks", "results", csv), "--out-dir", "figs", *flags], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert first_table(section(doc, heading)) == markdown_rows(result.stdout)
+    assert nth_table(section(doc, heading), n) == markdown_rows(result.stdout)
 
 
 def test_run_seeds_resumes_cut_off_jobs_and_skips_finished_ones(tmp_path):

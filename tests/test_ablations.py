@@ -126,7 +126,7 @@ def test_refresh_rewrites_a_patch_that_applies_only_with_fuzz_and_keeps_its_head
 @pytest.fixture(scope="module", params=FORKS)
 def hopper_run(request, forks, tmp_path_factory):
     cwd = tmp_path_factory.mktemp(request.param)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", PYTHONPATH=ROOT)  # the fork imports flow_layers
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")  # PYTHONPATH (conftest): the fork imports flow_layers
     flags = ["--env-id", "Hopper-v4", "--total-timesteps", "500", "--learning-starts", "200", "--batch-size", "64",
              "--eval-frequency", "250", "--eval-episodes", "2", "--log-frequency", "100"]
     result = subprocess.run([sys.executable, forks[request.param]] + flags, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)

@@ -182,7 +182,7 @@ def test_isaac_script_stands_alone_and_imports_gymnasium_only_for_its_backend():
     code = ("import sys; sys.modules['gymnasium'] = None; sys.modules['meow_continuous_action'] = None; import meow_isaacgym, tyro; "
             "args = tyro.cli(meow_isaacgym.Args, args=['--task', 'Ant', '--headless']); meow_isaacgym.resolve_defaults(args); "
             "meow_isaacgym.validate_args(args); print('gymnasium' in sys.modules and sys.modules['gymnasium'] is not None)")
-    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="ignore")
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "False"
@@ -356,7 +356,7 @@ def test_missing_isaacgym_is_one_line_and_nonzero(tmp_path):
     # the script as run from a shell, on a machine where `import isaacgym` fails
     code = "import runpy, sys; sys.modules['isaacgym'] = None; sys.argv = %r; runpy.run_path(%r, run_name='__main__')" % (
         [SCRIPT, "--task", "Ant"], SCRIPT)
-    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()

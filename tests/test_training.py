@@ -363,7 +363,7 @@ red, green, blue = frame[..., 0], frame[..., 1], frame[..., 2]
 print(int(((red - green > 40) & (red - blue > 40)).sum()))  # the brown body; the floor and sky are not
 """ % (env_id, env_id)
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM")}
-    env.update(PYTHONPATH=ROOT, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    env.update(PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.split()[-1]) > 500

@@ -61,7 +61,7 @@ def main():
         step += 1
     env.close()
     meow.write_video(args.out, frames, fps)
-    print("%s: %d frames (%.1f s of %s, return %.1f over its %d steps) -> %s, %.0f KB"
+    print("%s: %d frames (%.1f s of %s, return %.1f over the clip's %d steps) -> %s, %.0f KB"
           % (args.model, len(frames), len(frames) / fps, saved.env_id, total, step, args.out, os.path.getsize(args.out) / 1024))
 
 

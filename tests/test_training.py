@@ -395,7 +395,7 @@ def test_track_logs_to_weights_and_biases_offline(tmp_path):
 MODELS = os.path.join(ROOT, "docs", "models")
 
 
-@pytest.mark.parametrize("env_id", ["Hopper-v4", "HalfCheetah-v4", "Walker2d-v4"])
+@pytest.mark.parametrize("env_id", ["Hopper-v4", "HalfCheetah-v4", "Walker2d-v4", "Ant-v4"])
 def test_shipped_model_loads_for_its_env(env_id):
     """docs/models/{env_id}.pt: the script's own model format, for that env's sizes, small enough to ship
     (its return is what the README reports, not tested here)."""

@@ -273,26 +273,35 @@ def bootstrap_ci(values, level=0.95, resamples=10_000):
     return tuple(np.quantile(means, [(1 - level) / 2, (1 + level) / 2]))
 
 
+def common_steps(seeds):
+    """{step: [one value per seed]} at the steps every seed has reached: a mean over the seeds that
+    happen to be that far would jump where a seed stops (runs still under way have different lengths)."""
+    shared = set.intersection(*(set(evals) for evals in seeds.values()))
+    return {step: [evals[step] for _, evals in sorted(seeds.items())] for step in sorted(shared)}
+
+
 def plot_env(env_id, groups, commits, paper_curves, out_dir):
     """One figure per task: for each group the seeds' mean with a 95% bootstrap band, as the paper
-    draws its Figure 3, and each seed as a thin line; the paper's curves dashed."""
+    draws its Figure 3, up to the step all its seeds have reached, and each seed as a thin line; the
+    paper's curves dashed."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     last = 0
     for (group, seeds), color in zip(sorted(groups.items()), ["black", "crimson", "seagreen", "purple", "saddlebrown"] * 10):
         for seed, evals in sorted(seeds.items()):
-            ax.plot(*zip(*sorted(evals.items())), color=color, linewidth=0.6, alpha=0.4)
-        by_step = collections.defaultdict(list)
-        for evals in seeds.values():
-            for step, value in evals.items():
-                by_step[step].append(value)
+            ax.plot(*zip(*sorted(evals.items())), color=color, linewidth=0.8, alpha=0.5)
+        group_last = max(max(evals) for evals in seeds.values())
+        last = max(last, group_last)
+        by_step = common_steps(seeds)
+        if not by_step:
+            continue
         steps = sorted(by_step)
-        ax.plot(steps, [np.mean(by_step[s]) for s in steps], color=color, linewidth=2,
-                label="%s @ %s: mean of seeds %s, 95%% bootstrap band" % (group, ", ".join(sorted(commits)), ", ".join(map(str, sorted(seeds)))))
-        banded = [s for s in steps if len(by_step[s]) > 1]
-        if banded:
-            low, high = np.array([bootstrap_ci(by_step[s]) for s in banded]).T
-            ax.fill_between(banded, low, high, color=color, alpha=0.15, linewidth=0)
-        last = max(last, steps[-1])
+        reach = "" if steps[-1] == group_last else " to %s" % format_steps(steps[-1])
+        what = ("mean of seeds %s%s, 95%% bootstrap band" % (", ".join(map(str, sorted(seeds))), reach) if len(seeds) > 1
+                else "seed %s" % next(iter(seeds)))
+        ax.plot(steps, [np.mean(by_step[s]) for s in steps], color=color, linewidth=2, label="%s @ %s: %s" % (group, ", ".join(sorted(commits)), what))
+        if len(seeds) > 1:
+            low, high = np.array([bootstrap_ci(by_step[s]) for s in steps]).T
+            ax.fill_between(steps, low, high, color=color, alpha=0.15, linewidth=0)
     for algorithm, curve in paper_curves.items():
         visible = [(s, v) for s, v in sorted(curve.items()) if not math.isnan(v)]
         # up to the first point at or past our last step (not all 1M steps: they would squeeze our

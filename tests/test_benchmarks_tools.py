@@ -295,6 +295,26 @@ def test_plot_rebuilds_table_and_figures_from_the_csv_alone(tmp_path):
     assert by_source["HalfCheetah-v4", "paper SAC (Fig. 3)"] == ["1959", "10994"]
 
 
+def test_figure_draws_the_mean_only_where_every_seed_has_an_evaluation(tmp_path, monkeypatch):
+    """Seed 2 stopped at 20k: past it the bold mean line would be seed 1 alone under a label naming both
+    (a jump where seed 2 stops); seed 1 goes on as its thin line, which sets the axis."""
+    drawn = []
+    monkeypatch.setattr(plot.plt, "close", drawn.append)
+    seeds = {1: {10_000: 100.0, 20_000: 300.0, 30_000: 900.0}, 2: {10_000: 200.0, 20_000: 500.0}}
+    plot.plot_env("Hopper-v4", {"ours": seeds}, {"abc1234"}, {}, str(tmp_path))
+    (ax,) = drawn[0].axes
+    (mean,) = [line for line in ax.get_lines() if line.get_linewidth() == 2]
+    assert list(mean.get_xdata()) == [10_000, 20_000] and list(mean.get_ydata()) == [150.0, 400.0]
+    assert mean.get_label() == "ours @ abc1234: mean of seeds 1, 2 to 20k, 95% bootstrap band"
+    assert ax.get_xlim() == (0, 30_000)
+    (band,) = ax.collections
+    assert band.get_paths()[0].vertices[:, 0].max() == 20_000
+    plot.plot_env("Hopper-v4", {"ours": {1: seeds[1]}}, {"abc1234"}, {}, str(tmp_path))
+    (ax,) = drawn[1].axes
+    assert [line.get_label() for line in ax.get_lines() if line.get_linewidth() == 2] == ["ours @ abc1234: seed 1"]
+    assert not ax.collections  # no band from one seed
+
+
 def section(path, heading):
     with open(os.path.join(ROOT, path)) as f:
         text = f.read()

@@ -395,12 +395,12 @@ def test_track_logs_to_weights_and_biases_offline(tmp_path):
 MODELS = os.path.join(ROOT, "docs", "models")
 
 
-@pytest.mark.parametrize("env_id", ["Hopper-v4", "HalfCheetah-v4", "Walker2d-v4", "Ant-v4"])
+@pytest.mark.parametrize("env_id", ["Hopper-v4", "HalfCheetah-v4", "Walker2d-v4", "Ant-v4", "Humanoid-v4"])
 def test_shipped_model_loads_for_its_env(env_id):
     """docs/models/{env_id}.pt: the script's own model format, for that env's sizes, small enough to ship
     (its return is what the README reports, not tested here)."""
     path = os.path.join(MODELS, env_id + ".pt")
-    assert os.path.getsize(path) < 1_000_000
+    assert os.path.getsize(path) < 2_500_000  # Humanoid-v4 (376 observations) is the largest, 1.9 MB
     ckpt = meow.load_checkpoint(path)
     assert ckpt["args"]["env_id"] == env_id
     env = gym.make(env_id)

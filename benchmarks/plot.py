@@ -217,12 +217,12 @@ def export(patterns, commit, csv_path, update=False, cpu=None, variant="ours", t
 
 
 def read_results(csv_path, by_cpu=False):
-    """{env: {group: {seed: {step: return}}}} and {env: set of commits}. A group is the variant (the
-    code that made the runs), with the CPU model when by_cpu."""
+    """{env: {group: {seed: {step: return}}}} and {env: {group: set of commits}}. A group is the variant
+    (the code that made the runs), with the CPU model when by_cpu."""
     if not os.path.isfile(csv_path):
         fail("no such file: %s (write it with --export)" % csv_path)
     results = collections.defaultdict(lambda: collections.defaultdict(lambda: collections.defaultdict(dict)))
-    commits = collections.defaultdict(set)
+    commits = collections.defaultdict(lambda: collections.defaultdict(set))
     cpus = collections.defaultdict(set)
     with open(csv_path, newline="") as f:
         reader = csv.reader(f)
@@ -245,7 +245,7 @@ def read_results(csv_path, by_cpu=False):
             if step in results[env_id][group][seed]:
                 fail("%s line %d: %s seed %d has step %d twice" % (csv_path, line, env_id, seed, step))
             results[env_id][group][seed][step] = value
-            commits[env_id].add(commit)
+            commits[env_id][group].add(commit)
     if not results:
         fail("%s has no rows" % csv_path)
     return results, commits
@@ -298,7 +298,7 @@ def plot_env(env_id, groups, commits, paper_curves, out_dir):
         reach = "" if steps[-1] == group_last else " to %s" % format_steps(steps[-1])
         what = ("mean of seeds %s%s, 95%% bootstrap band" % (", ".join(map(str, sorted(seeds))), reach) if len(seeds) > 1
                 else "seed %s" % next(iter(seeds)))
-        ax.plot(steps, [np.mean(by_step[s]) for s in steps], color=color, linewidth=2, label="%s @ %s: %s" % (group, ", ".join(sorted(commits)), what))
+        ax.plot(steps, [np.mean(by_step[s]) for s in steps], color=color, linewidth=2, label="%s @ %s: %s" % (group, ", ".join(sorted(commits[group])), what))
         if len(seeds) > 1:
             low, high = np.array([bootstrap_ci(by_step[s]) for s in steps]).T
             ax.fill_between(steps, low, high, color=color, alpha=0.15, linewidth=0)

@@ -301,7 +301,7 @@ def test_figure_draws_the_mean_only_where_every_seed_has_an_evaluation(tmp_path,
     drawn = []
     monkeypatch.setattr(plot.plt, "close", drawn.append)
     seeds = {1: {10_000: 100.0, 20_000: 300.0, 30_000: 900.0}, 2: {10_000: 200.0, 20_000: 500.0}}
-    plot.plot_env("Hopper-v4", {"ours": seeds}, {"abc1234"}, {}, str(tmp_path))
+    plot.plot_env("Hopper-v4", {"ours": seeds}, {"ours": {"abc1234"}}, {}, str(tmp_path))
     (ax,) = drawn[0].axes
     (mean,) = [line for line in ax.get_lines() if line.get_linewidth() == 2]
     assert list(mean.get_xdata()) == [10_000, 20_000] and list(mean.get_ydata()) == [150.0, 400.0]
@@ -309,10 +309,22 @@ def test_figure_draws_the_mean_only_where_every_seed_has_an_evaluation(tmp_path,
     assert ax.get_xlim() == (0, 30_000)
     (band,) = ax.collections
     assert band.get_paths()[0].vertices[:, 0].max() == 20_000
-    plot.plot_env("Hopper-v4", {"ours": {1: seeds[1]}}, {"abc1234"}, {}, str(tmp_path))
+    plot.plot_env("Hopper-v4", {"ours": {1: seeds[1]}}, {"ours": {"abc1234"}}, {}, str(tmp_path))
     (ax,) = drawn[1].axes
     assert [line.get_label() for line in ax.get_lines() if line.get_linewidth() == 2] == ["ours @ abc1234: seed 1"]
     assert not ax.collections  # no band from one seed
+
+
+def test_figure_labels_each_group_with_its_own_commits(tmp_path, monkeypatch):
+    rows = [plot.COLUMNS] + [["Walker2d-v4", "1", str(step), "100", commit, "AMD", variant]
+                             for variant, commit in (("ours", "abc1234"), ("authors", "def5678")) for step in (10000, 20000)]
+    with open(tmp_path / "w.csv", "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    drawn = []
+    monkeypatch.setattr(plot.plt, "close", drawn.append)
+    assert plot.main(["--csv", str(tmp_path / "w.csv"), "--out-dir", str(tmp_path / "figs")]) == 0
+    (ax,) = drawn[0].axes
+    assert [line.get_label() for line in ax.get_lines() if line.get_linewidth() == 2] == ["authors @ def5678: seed 1", "ours @ abc1234: seed 1"]
 
 
 def section(path, heading):

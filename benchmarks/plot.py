@@ -293,6 +293,7 @@ def plot_env(env_id, groups, commits, paper_curves, out_dir):
         last = max(last, group_last)
         by_step = common_steps(seeds)
         if not by_step:
+            warn("%s, %s: its seeds share no evaluation step, so no mean is drawn" % (env_id, group))
             continue
         steps = sorted(by_step)
         reach = "" if steps[-1] == group_last else " to %s" % format_steps(steps[-1])
@@ -315,7 +316,8 @@ def plot_env(env_id, groups, commits, paper_curves, out_dir):
     ax.set_xlim(0, last)
     ax.set_ylabel("evaluation return (deterministic policy)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     path = os.path.join(out_dir, "%s_eval_return.png" % env_id)
     fig.savefig(path, dpi=120)

@@ -295,7 +295,7 @@ def test_plot_rebuilds_table_and_figures_from_the_csv_alone(tmp_path):
     assert by_source["HalfCheetah-v4", "paper SAC (Fig. 3)"] == ["1959", "10994"]
 
 
-def test_figure_draws_the_mean_only_where_every_seed_has_an_evaluation(tmp_path, monkeypatch):
+def test_figure_draws_the_mean_only_where_every_seed_has_an_evaluation(tmp_path, monkeypatch, capsys):
     """Seed 2 stopped at 20k: past it the bold mean line would be seed 1 alone under a label naming both
     (a jump where seed 2 stops); seed 1 goes on as its thin line, which sets the axis."""
     drawn = []
@@ -313,6 +313,9 @@ def test_figure_draws_the_mean_only_where_every_seed_has_an_evaluation(tmp_path,
     (ax,) = drawn[1].axes
     assert [line.get_label() for line in ax.get_lines() if line.get_linewidth() == 2] == ["ours @ abc1234: seed 1"]
     assert not ax.collections  # no band from one seed
+    plot.plot_env("Hopper-v4", {"ours": {1: {10_000: 1.0}, 2: {15_000: 2.0}}}, {"ours": {"abc1234"}}, {}, str(tmp_path))
+    assert not [line for line in drawn[2].axes[0].get_lines() if line.get_linewidth() == 2]
+    assert capsys.readouterr().err == "warning: Hopper-v4, ours: its seeds share no evaluation step, so no mean is drawn\n"
 
 
 def test_figure_labels_each_group_with_its_own_commits(tmp_path, monkeypatch):

@@ -414,7 +414,8 @@ def main(args):
 
     seed_everything(args)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    compile = compile_enabled(args, args.total_timesteps - max(args.learning_starts, start_step))
+    # the whole run's updates decide, so that a resumed run takes the path the uninterrupted one took
+    compile = compile_enabled(args, args.total_timesteps - args.learning_starts)
 
     eval_env = make_env(args.env_id, args.seed + 10_000, args.capture_video)()
     eval_env.reset(seed=args.seed + 10_000)
@@ -850,11 +851,13 @@ class ValueBias:
             where a time-out cut the episode and its stored transition bootstraps, as E5 does].
 
     Q_t is read from the network that chose a_t, when it chose it: Q_k - V_k = alpha log pi (E3, E4), so
-    Q_t = alpha log pi(a_t|s_t) + min_k V_k(s_t) with the log pi that acting computed. The normalised bias
-    (mean Q - mean G) / mean S divides by S_t, which is G_t with every reward and entropy term taken by its
-    size and no bootstrap: S_t >= |G_t|, equal when no term cancels another (REDQ divides by |mean G|),
-    and not near 0 where rewards and entropy cancel in G. An episode with random warm-up actions (no
-    log pi) is not measured.
+    Q_t = alpha log pi(a_t|s_t) + min_k V_k(s_t) with the log pi that acting computed (at the sampled z; the
+    loss reads the stored action through TanhSquash.inverse's clamp, which differs where a component
+    saturates). The normalised bias (mean Q - mean G) / mean S divides by S_t, which is G_t with every
+    reward and entropy term taken by its size and no bootstrap: S_t bounds the size of G_t's reward and
+    entropy part, equal to it when no term cancels another (REDQ divides by |mean G|), and is not near 0
+    where rewards and entropy cancel in G. An episode with random warm-up actions (no log pi) is not
+    measured.
 
     Running sums per env replace stored episodes: with w_k = 1 + gamma + ... + gamma^k, sum over t of G_t
     is sum_k (w_k r_k - (w_k - 1) alpha log pi_k) + gamma w_(T-1) V_target(s_T). Nothing here draws a

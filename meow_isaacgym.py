@@ -407,8 +407,11 @@ class IsaacGymEnv:
 
     step(actions) -> (obs, rewards, dones, time_outs), tensors on the device. An env whose `dones` is
     set returns that episode's last observation and restarts during the next step, so the transition
-    of that next step is not a real one.
+    of that next step is not a real one; `restart_step_counts` says whether that step's reward and
+    length belong to the new episode.
     """
+
+    restart_step_counts = True  # the restart step simulates: its reward and length go to the new episode, as skrl counts them
 
     def __init__(self, task, device):
         self.task = task
@@ -436,12 +439,14 @@ class IsaacGymEnv:
 class GymnasiumEnv:
     """gymnasium's vector API behind the Isaac-style interface of IsaacGymEnv.
 
-    The vector env autoresets in the same step: for an env whose episode ended, gymnasium returns the
-    next episode's first observation and keeps the last one in infos["final_obs"]. Returning the last
-    one instead gives the Isaac semantics, so the training loop is the same for both backends: the
-    next step, whose action was chosen from that last observation, is not stored (one step per
-    episode), and no transition across two episodes is ever stored.
+    The vector env autoresets in the next step (gymnasium's default): an env whose episode ended returns
+    that episode's last observation, and in the next step it only resets, ignores its action and returns
+    the new episode's first observation with reward 0. These are the Isaac semantics the training loop
+    expects: that step is stored masked out, and every step of an episode, its first included, is
+    acted on from its own observation and stored.
     """
+
+    restart_step_counts = False  # a restart step is no step of any episode: EpisodeStatistics skips it
 
     def __init__(self, envs, device, seed):
         self.envs = envs
@@ -460,10 +465,7 @@ class GymnasiumEnv:
         return self.tensor(obs), torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
 
     def step(self, actions):
-        obs, rewards, terminated, truncated, infos = self.envs.step(actions.cpu().numpy())
-        if "_final_obs" in infos:
-            for i in np.flatnonzero(infos["_final_obs"]):
-                obs[i] = infos["final_obs"][i]
+        obs, rewards, terminated, truncated, _ = self.envs.step(actions.cpu().numpy())
         # a time limit hit in a terminal state is a termination
         time_outs = truncated & ~terminated
         return self.tensor(obs), self.tensor(rewards), self.tensor(terminated | truncated, torch.bool), self.tensor(time_outs, torch.bool)
@@ -488,16 +490,19 @@ class EpisodeStatistics:
         self.window = window
         self.recent = torch.zeros(window + 1, device=self.device)  # a ring of returns; the extra slot takes the unfinished envs' writes
         self.recent_count = torch.zeros((), dtype=torch.long, device=self.device)  # finished episodes ever
+        self.restarting = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
 
     def reset(self):
         self.returns.zero_()
         self.lengths.zero_()
-        return self.env.reset()
+        obs, self.restarting = self.env.reset()
+        return obs, self.restarting
 
     def step(self, actions):
         obs, rewards, dones, time_outs = self.env.step(actions)
         self.returns += rewards
-        self.lengths += 1
+        self.lengths += 1 if self.env.restart_step_counts else (~self.restarting).float()
+        self.restarting = dones
         ended = dones.float()
         self.finished += torch.stack([ended.sum(), (self.returns * ended).sum(), (self.lengths * ended).sum()])
         # the ended episodes take the next ring slots in env order, with no host sync to count them
@@ -543,7 +548,7 @@ def make_env(args, num_envs, seed, device):
             args.env_id,
             num_envs=num_envs,
             vectorization_mode="async" if args.async_envs else "sync",
-            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP},
         )
     except gym.error.DependencyNotInstalled as e:
         raise ConfigError("%s needs a missing dependency: %s" % (args.env_id, str(e).splitlines()[0]))
@@ -630,7 +635,8 @@ def main(args):
     seed_everything(args)
     n, obs_dim, act_dim = envs.num_envs, envs.obs_dim, envs.act_dim
     iterations = -(-args.total_timesteps // n)  # vectorized steps, rounded up
-    compile = compile_enabled(args, iterations - max(args.learning_starts, start_iteration))
+    # the whole run's updates decide, so that a resumed run takes the path the uninterrupted one took
+    compile = compile_enabled(args, iterations - args.learning_starts)
 
     policy = FlowPolicy(obs_dim, act_dim, args.alpha, args.sigma_max, args.sigma_min).to(device)
     target_policy = FlowPolicy(obs_dim, act_dim, args.alpha, args.sigma_max, args.sigma_min).to(device)
@@ -1086,11 +1092,13 @@ class ValueBias:
             where a time-out cut the episode and its stored transition bootstraps, as E5 does].
 
     Q_t is read from the network that chose a_t, when it chose it: Q_k - V_k = alpha log pi (E3, E4), so
-    Q_t = alpha log pi(a_t|s_t) + min_k V_k(s_t) with the log pi that acting computed. The normalised bias
-    (mean Q - mean G) / mean S divides by S_t, which is G_t with every reward and entropy term taken by its
-    size and no bootstrap: S_t >= |G_t|, equal when no term cancels another (REDQ divides by |mean G|),
-    and not near 0 where rewards and entropy cancel in G. An episode with random warm-up actions (no
-    log pi) is not measured.
+    Q_t = alpha log pi(a_t|s_t) + min_k V_k(s_t) with the log pi that acting computed (at the sampled z; the
+    loss reads the stored action through TanhSquash.inverse's clamp, which differs where a component
+    saturates). The normalised bias (mean Q - mean G) / mean S divides by S_t, which is G_t with every
+    reward and entropy term taken by its size and no bootstrap: S_t bounds the size of G_t's reward and
+    entropy part, equal to it when no term cancels another (REDQ divides by |mean G|), and is not near 0
+    where rewards and entropy cancel in G. An episode with random warm-up actions (no log pi) is not
+    measured.
 
     Running sums per env replace stored episodes: with w_k = 1 + gamma + ... + gamma^k, sum over t of G_t
     is sum_k (w_k r_k - (w_k - 1) alpha log pi_k) + gamma w_(T-1) V_target(s_T). Nothing here draws a

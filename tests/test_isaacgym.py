@@ -226,9 +226,25 @@ def test_gymnasium_adapter_splits_timeouts_and_stores_no_cross_episode_transitio
     def terminal(episode, step):  # a time-out is terminal only when time-outs are treated as terminal
         return (episode % 2 == 1 and step == 5) or (not bootstrap_timeouts and step == 7)
 
-    check_stored_transitions(rb, 0, 1, terminal)
+    obs, real = check_stored_transitions(rb, 0, 1, terminal)[0], rb.valid[: rb.size].numpy() == 1
     # exactly one step per restart is masked out: the one after each episode end but the last step's
-    assert int((rb.valid[: rb.size] == 0).sum()) == len(ends) - int(dones.sum())
+    assert int((~real).sum()) == len(ends) - int(dones.sum())
+    # every episode's first step is acted on from its own first observation, and stored
+    env = np.arange(rb.size) % 3
+    episodes = set(zip(env[real], obs[real, 0]))
+    assert set(zip(env[real & (obs[:, 1] == 0)], obs[real & (obs[:, 1] == 0), 0])) == episodes and len(episodes) > 3 * 4
+
+
+def test_gymnasium_episode_statistics_count_no_restart_step():
+    # each of 3 Counter envs: episode 0 times out after 7 steps, episode 1 terminates after 5, and so on,
+    # with one restart step after each end (reward 0, no step of any episode): 5 episodes end in 40 steps
+    envs = mig.EpisodeStatistics(mig.make_env(mig.Args(env_backend="gymnasium", env_id="MeowTestCounter-v0"), 3, 0, torch.device("cpu")))
+    envs.reset()
+    for _ in range(40):
+        envs.step(torch.zeros(3, 1))
+    count, mean_return, mean_length, _ = envs.pop()
+    envs.close()
+    assert count == 15 and mean_length == pytest.approx((3 * 7 + 2 * 5) / 5) and mean_return == pytest.approx(mean_length)
 
 
 def test_isaacgym_adapter_masks_restart_steps(fake_isaacgym):
@@ -477,6 +493,8 @@ def test_extending_a_run_that_evaluates_only_at_its_end_moves_the_evaluation_to_
 
 class ScriptedEnv:
     """Hands out scripted (rewards, dones): the returns of finished episodes are known in advance."""
+
+    restart_step_counts = True  # every scripted reward belongs to an episode
 
     def __init__(self, rewards, dones):
         self.rewards, self.dones = rewards, dones

@@ -130,6 +130,21 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch):
     assert np.allclose([v for _, v in evals_after], [v for _, v in evals_before], atol=1e-4)
 
 
+def test_a_run_resumed_near_its_end_compiles_as_the_uninterrupted_one_did(tmp_path, monkeypatch):
+    # compiled and eager updates agree only to float32 rounding: a resumed run that switched path would
+    # part from the uninterrupted one; the tiny run's 120 updates stand for a run long enough to compile
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(meow, "COMPILE_MIN_UPDATES", 100)
+    enabled = []
+    monkeypatch.setattr(meow, "maybe_compile", lambda fn, on, device, what: enabled.append(on) or fn)
+    meow.main(tiny_args())
+    assert enabled == [True, True]  # the update and the action sampling
+    (ckpt,) = glob.glob("runs/*/checkpoint.pt")
+    assert 160 - torch.load(ckpt, weights_only=False)["step"] < 100  # fewer updates left than compiling needs
+    meow.main(meow.Args(resume=ckpt))
+    assert enabled == [True, True, True, True]
+
+
 def test_a_stop_signal_writes_a_checkpoint_at_the_next_episode_end_and_the_resumed_run_ends_as_an_unstopped_one(tmp_path, monkeypatch, capsys):
     args = dict(total_timesteps=120, checkpoint_frequency=1000)  # no scheduled checkpoint before the end
     monkeypatch.chdir(tmp_path)

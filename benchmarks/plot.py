@@ -6,20 +6,21 @@ Two steps, so that anyone can redraw the figures and the table from the committe
    directories searched recursively, or glob patterns), as benchmarks/run_seeds.py writes them:
    WORKDIR/runs/{env_id}__{exp_name}__{seed}__{unix_time}/. It writes every `eval/return` point
    (the deterministic policy's mean test return, what the paper reports) to --csv with columns
-   env, seed, step, return, commit; --commit names the code the runs were made with (they all
+   env, seed, step, return, commit, cpu, variant; --commit names the code the runs were made with (they all
    come from one checkout). One experiment per file: the CSV has no exp_name column. A seed that
    was run several times counts once, with its newest run. The file is replaced only once every
    run has been read. With --update, the runs replace only their own (env, seed) pairs in the
    existing --csv and its other rows stay: seeds run on different machines, or run again, land in
    one file.
 
-2. Without --export it reads --csv and, per environment, writes OUT_DIR/{env}_eval_return.png:
-   the mean over seeds with a band of +-1 std (none where one seed has data), each seed as a
-   thin line, and the paper's MEow and SAC curves as dashed lines, up to our last step. It prints
-   on stdout a Markdown table: each seed and the mean +- std over seeds at each of --steps, next
+2. Without --export it reads --csv and prints on stdout a Markdown table: each seed and the mean +- std over seeds at each of --steps, next
    to the paper's MEow and SAC at the same steps. A cell is the evaluation logged at exactly that
    step ("–": none there; "(n=2)": only that many seeds got there). The std is the sample std
-   over seeds (ddof=1).
+   over seeds (ddof=1). With --out-dir it also writes, per environment, OUT_DIR/{env}_eval_return.png:
+   for each group the mean over seeds with a 95% bootstrap band where all its seeds have reached,
+   each seed as a thin line, and the paper's MEow and SAC curves as dashed lines, up to our last
+   step. A figure's file name holds only the environment, so several CSVs (the 300k runs, the
+   ablations, Walker2d by CPU) would write the same file: no figure is written without --out-dir.
 
 The paper's curves, benchmarks/paper_results.csv (environment, algorithm, step, return), are
 Figure 3 of Chao et al., "Maximum Entropy Reinforcement Learning via Energy-Based Normalizing
@@ -34,7 +35,7 @@ Beside it, benchmarks/paper_final_returns.csv holds the final returns the paper 
 Example:
     python benchmarks/plot.py --export ../repro/runs --commit abc1234 --csv benchmarks/results/mujoco_300k.csv
     python benchmarks/plot.py --csv benchmarks/results/mujoco_300k.csv --out-dir docs
-    python benchmarks/plot.py --steps 50k 100k 150k 200k 250k 300k   # every seed every 50k
+    python benchmarks/plot.py --steps 50k 100k 150k 200k 250k 300k   # the table only: every seed every 50k
 """
 import argparse
 import collections
@@ -326,7 +327,7 @@ def plot_env(env_id, groups, commits, paper_curves, out_dir):
 
 
 def counted(cell, values, n_seeds):
-    return cell if len(values) == n_seeds else "%s (n=%d)" % (cell, len(values))
+    return cell if len(values) == n_seeds > 1 else "%s (n=%d)" % (cell, len(values))  # one seed is no mean: say so
 
 
 def mean_cell(values, n_seeds):
@@ -391,7 +392,7 @@ def main(argv):
     parser.add_argument("--variant", default="ours", help="with --export: names the code that made the runs, e.g. a fork or another implementation (default: %(default)s)")
     parser.add_argument("--tag", help="with --export: the evaluation scalar to read (default: %s; the authors' MEow script logs Test/return)" % TAG)
     parser.add_argument("--csv", default="benchmarks/results/mujoco_300k.csv", help="the results CSV: written by --export, read otherwise (default: %(default)s)")
-    parser.add_argument("--out-dir", default="docs", help="where the PNGs go (default: %(default)s)")
+    parser.add_argument("--out-dir", help="write one figure per environment, OUT_DIR/{env}_eval_return.png (default: none, the table only)")
     parser.add_argument("--steps", nargs="+", default=["100k", "200k", "300k"], help="the table's columns (default: 100k 200k 300k)")
     parser.add_argument("--by-cpu", action="store_true", help="one group per CPU model within each variant (figures and table)")
     parser.add_argument("--summary", action="store_true", help="the table without the per-seed rows")
@@ -414,9 +415,10 @@ def main(argv):
     checkpoints = [parse_steps(text) for text in args.steps]
     results, commits = read_results(args.csv, args.by_cpu)
     paper = read_paper()
-    os.makedirs(args.out_dir, exist_ok=True)
-    for env_id, groups in sorted(results.items()):
-        print("wrote %s" % plot_env(env_id, groups, commits[env_id], paper.get(env_id, {}), args.out_dir), file=sys.stderr)
+    if args.out_dir:
+        os.makedirs(args.out_dir, exist_ok=True)
+        for env_id, groups in sorted(results.items()):
+            print("wrote %s" % plot_env(env_id, groups, commits[env_id], paper.get(env_id, {}), args.out_dir), file=sys.stderr)
     print(table(results, paper, checkpoints, args.summary, args.ci, args.above))
     return 0
 

@@ -295,6 +295,21 @@ def test_plot_rebuilds_table_and_figures_from_the_csv_alone(tmp_path):
     assert by_source["HalfCheetah-v4", "paper SAC (Fig. 3)"] == ["1959", "10994"]
 
 
+def test_plot_without_out_dir_prints_the_table_and_writes_no_figure_and_one_seed_is_no_mean(tmp_path, monkeypatch, capsys):
+    # figure names hold only the environment: a default directory would let one CSV overwrite another's figures
+    csv_path = tmp_path / "one_seed.csv"
+    with open(os.path.join(ROOT, "tests", "data", "results_2envs_2seeds.csv")) as f:
+        lines = f.read().splitlines()
+    seed_col = lines[0].split(",").index("seed")
+    csv_path.write_text("\n".join([lines[0]] + [line for line in lines[1:] if line.split(",")[seed_col] == "1"]) + "\n")
+    monkeypatch.chdir(tmp_path)
+    assert plot.main(["--csv", str(csv_path), "--summary"]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["one_seed.csv"]
+    header, rows = markdown_rows(capsys.readouterr().out)
+    (walker,) = [row for row in rows if row["environment"] == "Walker2d-v4" and row["source"] == "ours, mean ± std"]
+    assert [walker[c] for c in header[2:]] == ["812 (n=1)", "1491 (n=1)", "2400 (n=1)"]
+
+
 def test_figure_draws_the_mean_only_where_every_seed_has_an_evaluation(tmp_path, monkeypatch, capsys):
     """Seed 2 stopped at 20k: past it the bold mean line would be seed 1 alone under a label naming both
     (a jump where seed 2 stops); seed 1 goes on as its thin line, which sets the axis."""

@@ -442,7 +442,7 @@ def main(args):
         target_policy.load_state_dict(ckpt["target"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("buffer") is not None:
-            rb.load_state_dict(ckpt["buffer"])
+            rb.load_state_dict(ckpt.pop("buffer"))  # popped: the loaded copy would otherwise live as long as the run
         else:
             print("note: the checkpoint has no replay buffer (--save-buffer); updates wait until it holds a batch")
         set_rng_state(ckpt["rng"])
@@ -516,13 +516,13 @@ def main(args):
             # checkpoint between episodes: then the env's RNG state is all of its state we need
             if args.save_model and (step >= next_checkpoint or stop.signum) and step < args.total_timesteps:
                 read_and_check({}, policy, step, args, writer)  # never save non-finite weights
-                state = model_state(policy, args, obs_dim, act_dim, step)
-                state.update(
+                # built in the call, so that its copy of the buffer is freed once written
+                save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), dict(
+                    model_state(policy, args, obs_dim, act_dim, step),
                     target=target_policy.state_dict(), optimizer=optimizer.state_dict(), buffer=rb.state_dict() if args.save_buffer else None,
                     rng=rng_state(), env_rng=env_rng_state(env), eval_env_rng=env_rng_state(eval_env), last_return=last_return, last_eval=last_eval,
                     value_bias=bias.state_dict(),
-                )
-                save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), state)
+                ))
                 next_checkpoint = (step // args.checkpoint_frequency + 1) * args.checkpoint_frequency
                 if stop.signum:
                     stop.exit(os.path.join(run_dir, "checkpoint.pt"), step, writer)

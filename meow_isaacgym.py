@@ -624,7 +624,8 @@ def main(args):
               "the training envs, so training rarely sees the end of an episode" % (args.eval_frequency, args.eval_frequency // args.num_envs, episode_length))
 
     if ckpt is None:
-        run_name = "%s__%s__%s__%d" % (task_name(args), args.exp_name, args.seed, int(time.time()))
+        # the env id in full, as meow_continuous_action.py names its runs (run_seeds.py and plot.py read it)
+        run_name = "%s__%s__%s__%d" % (args.task if args.env_backend == "isaacgym" else args.env_id, args.exp_name, args.seed, int(time.time()))
         run_dir = os.path.join("runs", run_name)
     else:
         run_dir = os.path.dirname(os.path.abspath(args.resume))
@@ -660,7 +661,7 @@ def main(args):
         optimizer.load_state_dict(ckpt["optimizer"])
         obs_rms.load_state_dict(ckpt["obs_rms"])
         if ckpt.get("buffer") is not None:
-            rb.load_state_dict(ckpt["buffer"])
+            rb.load_state_dict(ckpt.pop("buffer"))  # popped: the loaded copy would otherwise live as long as the run
         else:
             print("note: the checkpoint has no replay buffer (--save-buffer); updates wait for %d new vectorized steps" % args.learning_starts)
         set_rng_state(ckpt["rng"])
@@ -738,13 +739,13 @@ def main(args):
             )
         if args.save_model and (crossed(prev_step, step, args.checkpoint_frequency) or stop.signum) and step < args.total_timesteps:
             read_and_check({}, policy, step, args, writer)  # never save non-finite weights
-            state = model_state()
-            state.update(
+            # built in the call, so that its copy of the buffer is freed once written
+            save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), dict(
+                model_state(),
                 iteration=iteration + 1, step=step, target=target_policy.state_dict(), optimizer=optimizer.state_dict(),
                 buffer=rb.state_dict() if args.save_buffer else None, rng=rng_state(), last_return=last_return, last_eval=last_eval,
                 value_bias=bias.state_dict(),
-            )
-            save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), state)
+            ))
             if stop.signum:
                 stop.exit(os.path.join(run_dir, "checkpoint.pt"), step, writer)
 

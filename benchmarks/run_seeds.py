@@ -204,7 +204,7 @@ def run(args, jobs):
         while running or (pending and not stop_signal):
             while pending and len(running) < args.jobs and not stop_signal:
                 job = pending.popleft()
-                log = open(job.log_path, "a" if job.resumed else "w")
+                log = open(job.log_path, "a" if args.resume else "w")  # --resume: every earlier attempt's log stays
                 log.write("$ cd %s && %s\n" % (workdir, " ".join(job.command)))
                 log.flush()
                 proc = subprocess.Popen(job.command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -265,8 +265,9 @@ def flag_value(flags, name):
 def task_memory_mb(args):
     """Memory for one job of a script whose replay buffer holds --buffer-size float32 rows of (obs,
     action, reward, next obs, terminated), as meow_continuous_action.py's: the largest env's buffer,
-    twice with --save-buffer (a checkpoint copies it; a resumed run loads that copy beside its new
-    buffer), plus PROCESS_MB. None for a script without --buffer-size."""
+    twice with --save-buffer (while a checkpoint is written, and while a resumed run fills its buffer from
+    the loaded one: neither copy outlives that, as tests/test_training.py checks), plus PROCESS_MB. None
+    for a script without --buffer-size."""
     sys.path.insert(0, os.path.dirname(args.script))  # for what the script imports from beside it (flow_layers.py)
     spec = importlib.util.spec_from_file_location("training_script", args.script)
     script = importlib.util.module_from_spec(spec)
@@ -309,7 +310,8 @@ def write_slurm_array(args, jobs):
         "# when it starts (a re-queued task resumes), and ends at once if the job's final model exists. SLURM",
         "# pre-empts with SIGTERM and warns of the time limit with SIGUSR1: a run with --save-model then writes",
         "# a checkpoint and stops (submit the file again to go on after a time limit).",
-        "#SBATCH --job-name=%s" % os.path.splitext(os.path.basename(args.script))[0],
+        # sbatch reads these lines as a shell would: a space or a # in a path must be quoted
+        "#SBATCH --job-name=%s" % shlex.quote(os.path.splitext(os.path.basename(args.script))[0]),
         "#SBATCH --array=0-%d" % last,
         "#SBATCH --cpus-per-task=1",
     ]
@@ -318,7 +320,7 @@ def write_slurm_array(args, jobs):
     lines += [
         "#SBATCH --requeue",
         "#SBATCH --signal=%s" % SLURM_WARNING,
-        "#SBATCH --output=%s" % os.path.join(workdir, "logs", "slurm-%A_%a.out"),
+        "#SBATCH --output=%s" % shlex.quote(os.path.join(workdir, "logs", "slurm-%A_%a.out")),
         "#SBATCH --open-mode=append",  # a re-queued task adds to its output
         "set -euo pipefail",
         'case "${SLURM_ARRAY_TASK_ID:?is not set: submit this file with sbatch}" in',

@@ -397,6 +397,15 @@ def test_run_seeds_resumes_cut_off_jobs_and_skips_finished_ones(tmp_path):
     assert "skipping Hopper-v4__meow_continuous_action__1: finished" in result.stdout and "0/0 jobs succeeded" in result.stdout
 
 
+def test_run_seeds_resume_keeps_the_log_of_a_job_that_starts_afresh(tmp_path):
+    # a job cut off before its first checkpoint starts afresh under --resume: its earlier attempt's log stays
+    own = ["--envs", "Hopper-v4", "--seeds", "1", "--resume", "--", "--alpha", "-1"]
+    for _ in range(2):
+        assert run_tool("run_seeds.py", own, tmp_path).returncode == 1
+    log = (tmp_path / "logs" / "Hopper-v4__meow_continuous_action__1.log").read_text()
+    assert log.count("error: --alpha must be > 0") == 2
+
+
 def test_run_seeds_passes_a_stop_signal_on_to_its_jobs_and_starts_no_further_one(tmp_path):
     own = ["--envs", "Hopper-v4", "--seeds", "1", "2", "--jobs", "1"]
     flags = TINY + ["--total-timesteps", "600", "--log-frequency", "100", "--save-model"]

@@ -276,7 +276,8 @@ def test_the_slurm_array_trains_and_exports_what_a_local_run_does_and_a_requeued
     flags = TINY + ["--total-timesteps", "600", "--log-frequency", "100", "--save-model", "--save-buffer", "--checkpoint-frequency", "100"]
     local = subprocess.Popen([sys.executable, os.path.join(BENCHMARKS, "run_seeds.py"), *own, "--jobs", "2", "--workdir", "local", "--", *flags],
                              cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    written = run_tool("run_seeds.py", own + ["--workdir", "cluster", "--slurm", "seeds.sbatch", "--"] + flags, tmp_path)
+    cluster = "cluster #1"  # sbatch reads its #SBATCH lines as a shell would: a space and a # must reach it quoted
+    written = run_tool("run_seeds.py", own + ["--workdir", cluster, "--slurm", "seeds.sbatch", "--"] + flags, tmp_path)
     assert written.returncode == 0, written.stderr
 
     def slurm_run(*command):
@@ -285,7 +286,7 @@ def test_the_slurm_array_trains_and_exports_what_a_local_run_does_and_a_requeued
         return result.stdout.strip()
 
     job = slurm_run("sbatch", "--parsable", "seeds.sbatch")
-    log = tmp_path / "cluster" / "logs" / "Hopper-v4__meow_continuous_action__2.log"
+    log = tmp_path / cluster / "logs" / "Hopper-v4__meow_continuous_action__2.log"
     wait_for(lambda: log.exists() and "step 200/600" in log.read_text(), 300, "task 1 to train")
     # as a pre-emption does: SIGTERM to the task's processes, and the task back in the queue (SLURM holds
     # a re-queued job for two minutes; the test lets it start at once)
@@ -300,11 +301,12 @@ def test_the_slurm_array_trains_and_exports_what_a_local_run_does_and_a_requeued
     (stopped_at,) = map(int, re.findall(r"^SIGTERM: checkpoint at step (\d+) written", text, flags=re.M))
     assert 200 <= stopped_at < 600 and "resuming Hopper-v4__meow_continuous_action__2__" in text and "from step %d" % stopped_at in text
     assert text.count("step 600/600") == 1 and "step 100/600" in text.split("resuming")[0] and "step 100/600" not in text.split("resuming")[1]
-    for workdir in ("local", "cluster"):
+    assert len(glob.glob(str(tmp_path / cluster / "logs" / ("slurm-%s_*.out" % job)))) == 2  # SLURM's own output, where --output says
+    for workdir in ("local", cluster):
         runs = sorted(os.listdir(tmp_path / workdir / "runs"))
         assert [r.split("__")[2] for r in runs] == ["1", "2"]  # one run per seed: the re-queued task went on in its own
         assert all(os.path.exists(tmp_path / workdir / "runs" / r / "meow_continuous_action.pt") for r in runs)
         exported = run_tool("plot.py", ["--export", "%s/runs" % workdir, "--commit", "abc1234", "--csv", "%s.csv" % workdir], tmp_path)
         assert exported.returncode == 0, exported.stderr
-    assert read_csv(tmp_path / "cluster.csv") == read_csv(tmp_path / "local.csv")
+    assert read_csv(tmp_path / ("%s.csv" % cluster)) == read_csv(tmp_path / "local.csv")
     assert [row[:3] for row in read_csv(tmp_path / "local.csv")][1:] == [["Hopper-v4", seed, step] for seed in "12" for step in ("200", "400", "600")]

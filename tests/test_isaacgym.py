@@ -330,6 +330,15 @@ def test_isaacgym_backend_trains_checkpoints_resumes_and_evaluates(fake_isaacgym
     assert "eval return" in capsys.readouterr().out
 
 
+def test_a_resumed_isaac_run_keeps_no_copy_of_its_replay_buffer_beside_the_buffer(fake_isaacgym, tmp_path, monkeypatch, watch_buffer_copies):
+    monkeypatch.chdir(tmp_path)
+    mig.main(isaac_args(save_model=True, save_buffer=True, checkpoint_frequency=1600))
+    checked = watch_buffer_copies(mig)
+    mig.main(mig.Args(resume=os.path.join(only_run_dir(tmp_path), "checkpoint.pt"), total_timesteps=16 * 400, sim_device="cpu", rl_device="cpu"))
+    assert checked[0] == ("loaded", True) and ("checkpoint", True) in checked[1:]
+    assert all(freed for _, freed in checked), checked
+
+
 def test_a_stop_signal_writes_a_checkpoint_at_the_next_vectorized_step_and_stops(fake_isaacgym, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     original, steps = FakeVecTask.step, []
@@ -355,6 +364,8 @@ def test_gymnasium_backend_trains_hopper_with_4_envs(tmp_path, monkeypatch, caps
     mig.main(mig.Args(env_backend="gymnasium", env_id="Hopper-v4", num_envs=4, total_timesteps=4 * 250, batch_size=64,
                       learning_starts=50, eval_frequency=500, eval_episodes=2, log_frequency=200, save_model=True))
     run_dir = only_run_dir(tmp_path)
+    # named by the env id in full, where run_seeds.py --resume and plot.py --export look for it
+    assert os.path.basename(run_dir).startswith("Hopper-v4__meow_isaacgym__1__")
     acc = scalar_tags(run_dir)
     for tag in ("charts/episodic_return", "charts/SPS", "losses/qf_loss", "eval/return"):
         assert tag in acc.Tags()["scalars"], tag

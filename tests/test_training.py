@@ -145,6 +145,17 @@ def test_a_run_resumed_near_its_end_compiles_as_the_uninterrupted_one_did(tmp_pa
     assert enabled == [True, True, True, True]
 
 
+def test_a_resumed_run_keeps_no_copy_of_its_replay_buffer_beside_the_buffer(tmp_path, monkeypatch, watch_buffer_copies):
+    # a 1M-transition Humanoid buffer is 3 GB a copy (run_seeds.py --slurm budgets two copies)
+    monkeypatch.chdir(tmp_path)
+    meow.main(tiny_args())
+    (ckpt,) = glob.glob("runs/*/checkpoint.pt")
+    checked = watch_buffer_copies(meow)
+    meow.main(meow.Args(resume=ckpt, total_timesteps=400))
+    assert checked[0] == ("loaded", True) and ("checkpoint", True) in checked[1:]
+    assert all(freed for _, freed in checked), checked
+
+
 def test_a_stop_signal_writes_a_checkpoint_at_the_next_episode_end_and_the_resumed_run_ends_as_an_unstopped_one(tmp_path, monkeypatch, capsys):
     args = dict(total_timesteps=120, checkpoint_frequency=1000)  # no scheduled checkpoint before the end
     monkeypatch.chdir(tmp_path)

@@ -6,17 +6,18 @@ Two steps, so that anyone can redraw the figures and the table from the committe
    directories searched recursively, or glob patterns), as benchmarks/run_seeds.py writes them:
    WORKDIR/runs/{env_id}__{exp_name}__{seed}__{unix_time}/. It writes every `eval/return` point
    (the deterministic policy's mean test return, what the paper reports) to --csv with columns
-   env, seed, step, return, commit, cpu, variant; --commit names the code the runs were made with (they all
-   come from one checkout). One experiment per file: the CSV has no exp_name column. A seed that
-   was run several times counts once, with its newest run. The file is replaced only once every
-   run has been read. With --update, the runs replace only their own (env, seed) pairs in the
-   existing --csv and its other rows stay: seeds run on different machines, or run again, land in
-   one file.
+   env, seed, step, return, commit, cpu, variant; --commit names the code the runs were made with
+   (they all come from one checkout). One experiment per file: the CSV has no exp_name column. A
+   seed that was run several times counts once, with its newest run. The file is replaced only once
+   every run has been read. With --update, the runs replace only their own (env, seed, cpu, variant)
+   rows in the existing --csv and its other rows stay: seeds run on different machines, or run
+   again, land in one file.
 
-2. Without --export it reads --csv and prints on stdout a Markdown table: each seed and the mean +- std over seeds at each of --steps, next
-   to the paper's MEow and SAC at the same steps. A cell is the evaluation logged at exactly that
-   step ("–": none there; "(n=2)": only that many seeds got there). The std is the sample std
-   over seeds (ddof=1). With --out-dir it also writes, per environment, OUT_DIR/{env}_eval_return.png:
+2. Without --export it reads --csv and prints on stdout a Markdown table: each seed and the
+   mean +- std over seeds at each of --steps, next to the paper's MEow and SAC at the same steps.
+   A cell is the evaluation logged at exactly that step ("–": none there; "(n=2)": only that many
+   seeds got there, "(n=1)" for a group of one seed). The std is the sample std over seeds
+   (ddof=1). With --out-dir it also writes, per environment, OUT_DIR/{env}_eval_return.png:
    for each group the mean over seeds with a 95% bootstrap band where all its seeds have reached,
    each seed as a thin line, and the paper's MEow and SAC curves as dashed lines, up to our last
    step. A figure's file name holds only the environment, so several CSVs (the 300k runs, the

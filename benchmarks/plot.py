@@ -18,7 +18,8 @@ Two steps, so that anyone can redraw the figures and the table from the committe
    A cell is the evaluation logged at exactly that step ("–": none there; "(n=2)": only that many
    seeds got there, "(n=1)" for a group of one seed). The std is the sample std over seeds
    (ddof=1). With --out-dir it also writes, per environment, OUT_DIR/{env}_eval_return.png:
-   for each group the mean over seeds with a 95% bootstrap band where all its seeds have reached,
+   for each group the mean over seeds with a 95% bootstrap band (over the seeds that went furthest
+   when two or more did, else over all, where all have reached),
    each seed as a thin line, and the paper's MEow and SAC curves as dashed lines, up to our last
    step. A figure's file name holds only the environment, so several CSVs (the 300k runs, the
    ablations, Walker2d by CPU) would write the same file: no figure is written without --out-dir.
@@ -284,8 +285,9 @@ def common_steps(seeds):
 
 def plot_env(env_id, groups, commits, paper_curves, out_dir):
     """One figure per task: for each group the seeds' mean with a 95% bootstrap band, as the paper
-    draws its Figure 3, up to the step all its seeds have reached, and each seed as a thin line; the
-    paper's curves dashed."""
+    draws its Figure 3, and each seed as a thin line; the paper's curves dashed. The mean covers the
+    seeds that reached the group's last step when two or more did (the legend names the others and
+    their last step), else every seed up to the step all of them have reached."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     last = 0
     for (group, seeds), color in zip(sorted(groups.items()), ["black", "crimson", "seagreen", "purple", "saddlebrown"] * 10):
@@ -293,16 +295,21 @@ def plot_env(env_id, groups, commits, paper_curves, out_dir):
             ax.plot(*zip(*sorted(evals.items())), color=color, linewidth=0.8, alpha=0.5)
         group_last = max(max(evals) for evals in seeds.values())
         last = max(last, group_last)
-        by_step = common_steps(seeds)
+        # two or more seeds at the group's last step make the mean; a seed still far behind them (a run
+        # under way) would cut it short, and is named instead
+        ahead = {seed: evals for seed, evals in seeds.items() if max(evals) == group_last}
+        meaned = ahead if len(ahead) > 1 else seeds
+        by_step = common_steps(meaned)
         if not by_step:
             warn("%s, %s: its seeds share no evaluation step, so no mean is drawn" % (env_id, group))
             continue
         steps = sorted(by_step)
         reach = "" if steps[-1] == group_last else " to %s" % format_steps(steps[-1])
-        what = ("mean of seeds %s%s, 95%% bootstrap band" % (", ".join(map(str, sorted(seeds))), reach) if len(seeds) > 1
+        behind = "".join("; seed %s to %s" % (seed, format_steps(max(evals))) for seed, evals in sorted(seeds.items()) if seed not in meaned)
+        what = ("mean of seeds %s%s, 95%% bootstrap band%s" % (", ".join(map(str, sorted(meaned))), reach, behind) if len(seeds) > 1
                 else "seed %s" % next(iter(seeds)))
         ax.plot(steps, [np.mean(by_step[s]) for s in steps], color=color, linewidth=2, label="%s @ %s: %s" % (group, ", ".join(sorted(commits[group])), what))
-        if len(seeds) > 1:
+        if len(meaned) > 1:
             low, high = np.array([bootstrap_ci(by_step[s]) for s in steps]).T
             ax.fill_between(steps, low, high, color=color, alpha=0.15, linewidth=0)
     for algorithm, curve in paper_curves.items():

@@ -310,7 +310,7 @@ def test_plot_without_out_dir_prints_the_table_and_writes_no_figure_and_one_seed
     assert [walker[c] for c in header[2:]] == ["812 (n=1)", "1491 (n=1)", "2400 (n=1)"]
 
 
-def test_figure_draws_the_mean_only_where_every_seed_has_an_evaluation(tmp_path, monkeypatch, capsys):
+def test_figure_draws_the_mean_where_its_seeds_all_have_an_evaluation_and_names_a_seed_far_behind(tmp_path, monkeypatch, capsys):
     """Seed 2 stopped at 20k: past it the bold mean line would be seed 1 alone under a label naming both
     (a jump where seed 2 stops); seed 1 goes on as its thin line, which sets the axis."""
     drawn = []
@@ -331,6 +331,12 @@ def test_figure_draws_the_mean_only_where_every_seed_has_an_evaluation(tmp_path,
     plot.plot_env("Hopper-v4", {"ours": {1: {10_000: 1.0}, 2: {15_000: 2.0}}}, {"ours": {"abc1234"}}, {}, str(tmp_path))
     assert not [line for line in drawn[2].axes[0].get_lines() if line.get_linewidth() == 2]
     assert capsys.readouterr().err == "warning: Hopper-v4, ours: its seeds share no evaluation step, so no mean is drawn\n"
+    # seeds 1 and 2 went to 30k, seed 3 (a run under way) is at 10k: the mean is theirs, to the end, and names seed 3
+    seeds = {1: {10_000: 100.0, 20_000: 300.0, 30_000: 900.0}, 2: {10_000: 200.0, 20_000: 500.0, 30_000: 700.0}, 3: {10_000: 0.0}}
+    plot.plot_env("Hopper-v4", {"ours": seeds}, {"ours": {"abc1234"}}, {}, str(tmp_path))
+    (mean,) = [line for line in drawn[3].axes[0].get_lines() if line.get_linewidth() == 2]
+    assert list(mean.get_xdata()) == [10_000, 20_000, 30_000] and list(mean.get_ydata()) == [150.0, 400.0, 800.0]
+    assert mean.get_label() == "ours @ abc1234: mean of seeds 1, 2, 95% bootstrap band; seed 3 to 10k"
 
 
 def test_figure_labels_each_group_with_its_own_commits(tmp_path, monkeypatch):

@@ -19,9 +19,8 @@ Two steps, so that anyone can redraw the figures and the table from the committe
    seeds got there, "(n=1)" for a group of one seed). The std is the sample std over seeds
    (ddof=1). With --out-dir it also writes, per environment, OUT_DIR/{env}_eval_return.png:
    for each group the mean over seeds with a 95% bootstrap band (over the seeds that went furthest
-   when two or more did, else over all, where all have reached),
-   each seed as a thin line, and the paper's MEow and SAC curves as dashed lines, up to our last
-   step. A figure's file name holds only the environment, so several CSVs (the 300k runs, the
+   when two or more did, else over all, where all have reached), each seed as a thin line, and the
+   paper's MEow and SAC curves as dashed lines, up to our last step. A figure's file name holds only the environment, so several CSVs (the 300k runs, the
    ablations, Walker2d by CPU) would write the same file: no figure is written without --out-dir.
 
 The paper's curves, benchmarks/paper_results.csv (environment, algorithm, step, return), are

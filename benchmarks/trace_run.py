@@ -22,7 +22,8 @@ float64 sketch (the dot product with a fixed Gaussian vector) and the norm, so t
 between two traces gets a size: |sketch_a - sketch_b| / norm_a is about |a - b| / |a|.
 The trace also measures float32 tanh near saturation (a stored action of exactly +-1 inverts to the
 clamp of TanhSquash.inverse): on a grid of every float32 z in [7, 10], in each kernel path acting can take.
---compare lists the first difference in run order, then the first difference in each part.
+--compare lists the first difference in run order, then the first difference in each part, then every
+probe that differs.
 """
 import argparse
 import contextlib
@@ -570,7 +571,7 @@ PARTS = ("probes", "init", "train env", "eval", "actions", "first update ops", "
 
 
 def compare(a, b):
-    """Lines that say where traces a and b first differ, in run order and in each part."""
+    """Lines that say where traces a and b first differ, in run order and in each part, then every probe that differs."""
     lines = ["machines (first | second):"]
     for key in sorted(set(a["machine"]) | set(b["machine"])):
         if a["machine"].get(key) != b["machine"].get(key) or key in ("cpu", "torch_cpu_capability"):
@@ -599,7 +600,17 @@ def compare(a, b):
     else:
         lines.append("identical up to item %d; first difference: %s" % (same, first))
         lines.extend("  first in %-17s %s" % (part + ":", per_part.get(part, "none")) for part in PARTS)
-    return lines + tanh_lines(a.get("tanh"), b.get("tanh"))
+    return lines + probe_lines(a["probes"], b["probes"]) + tanh_lines(a.get("tanh"), b.get("tanh"))
+
+
+def probe_lines(a, b):
+    """Every probe that differs, by name: each runs one kernel on fixed inputs, so unlike a run's items, a
+    probe's difference is not inherited from an earlier item."""
+    differing = ["%s%s" % (name, difference(a[name][0], b[name][0], ("", a[name][1:]), ("", b[name][1:])))
+                 for name in a if name in b and a[name] != b[name]]
+    lines = ["probes that differ (%d of %d): %s" % (len(differing), len(set(a) & set(b)), "; ".join(differing))] if differing else []
+    only = [("first", sorted(set(a) - set(b))), ("second", sorted(set(b) - set(a)))]
+    return lines + ["probes only in the %s trace: %s" % (which, ", ".join(names)) for which, names in only if names]
 
 
 def tanh_lines(a, b=None):

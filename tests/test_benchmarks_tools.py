@@ -377,7 +377,8 @@ STEPS_1M = ["--steps", "250k", "500k", "750k", "1M"]
     ("README.md", "## Results", "mujoco_300k.csv", ["--summary"], 0),
     ("README.md", "## Results", "mujoco_1m.csv", ["--summary", *STEPS_1M], 1),
     ("docs/reproducing.md", "## Results in full", "mujoco_300k.csv", [], 0),
-    ("docs/reproducing.md", "## Results in full", "mujoco_1m.csv", STEPS_1M, 1)])
+    ("docs/reproducing.md", "## Results in full", "mujoco_1m.csv", STEPS_1M, 1),
+    ("docs/reproducing.md", "## Walker2d-v4 by CPU", "walker2d_by_cpu.csv", ["--by-cpu", "--ci", "--above", "1500", "--steps", "100k", "200k", "300k"], 0)])
 def test_results_tables_are_what_plot_prints_from_the_committed_csv(tmp_path, doc, heading, csv, flags, n):
     """The tables are not typed in: they are plot.py's output for the committed CSVs, in order."""
     result = run_tool("plot.py", ["--csv", os.path.join(ROOT, "benchmarks", "results", csv), "--out-dir", "figs", *flags], tmp_path)

@@ -1,6 +1,6 @@
 """benchmarks/trace_run.py: the comparison of two traces, and traces of a tiny real run (in-process, eager).
 
-Nothing here depends on the CPU: the tests compare traces made on the same machine, or made by hand.
+Nothing here depends on the CPU: the tests compare traces made on the same machine, made by hand, or committed.
 """
 import copy
 import io
@@ -76,6 +76,21 @@ def test_a_difference_in_an_op_is_found_first_with_its_size():
     assert "first difference: update 0: op 1 aten.addmm in policy.net.0 by relative ~0.0001" in text
     assert "first in updates: update 0: loss by relative 7.9e-08" in text  # one float32 ulp (2^-24) of 0.75
     assert "first in init: none" in text and "first in first update ops: update 0: op 1" in text
+
+
+def test_every_differing_probe_is_listed_with_its_size():
+    a, b = synthetic_trace(), synthetic_trace()
+    for trace in (a, b):
+        trace["probes"] = {"qr": [trace_run.digest(np.ones(2)), 1.0, 2.0], "tanh": ["00000000", 3.0, 4.0], "exp": ["11111111", 5.0, 6.0]}
+    b["probes"]["qr"] = ["ffffffff", 1.0002, 2.0]
+    b["probes"]["exp"] = ["eeeeeeee", 5.0, 6.0]  # a different digest with the same sketch: relative ~0
+    text = report(a, b)
+    assert "probes that differ (2 of 3): qr by relative ~0.0001; exp by relative ~0" in text
+    assert "probes that differ" not in report(a, a)
+    b["probes"] = {"atanh": ["22222222", 1.0, 1.0], "exp": b["probes"]["exp"], "qr": b["probes"]["qr"]}  # paired by name, not place
+    text = report(a, b)
+    assert "probes that differ (2 of 2): qr by relative ~0.0001; exp by relative ~0" in text
+    assert "probes only in the first trace: tanh" in text and "probes only in the second trace: atanh" in text
 
 
 def test_a_policy_action_difference_gets_its_exact_size():
@@ -209,3 +224,36 @@ def test_compare_two_trace_files(tiny, tmp_path, capsys):
     trace_run.write_trace(other, str(b))
     trace_run.main(["--compare", str(a), "--trace", str(b)])
     assert "first difference: update 2: loss by relative" in capsys.readouterr().out
+
+
+def test_the_cpu_comparison_in_the_docs_is_the_committed_data():
+    """docs/reproducing.md's buffer-share rows, its list of differing probes and its MKL_CBWR=COMPATIBLE claim are
+    those of the files in tests/data."""
+    with open(os.path.join(ROOT, "docs", "reproducing.md")) as f:
+        doc = f.read()
+    data = os.path.join(ROOT, "tests", "data")
+    for cpu, name in (("AMD EPYC", "amd_epyc"), ("Intel Xeon", "intel_xeon")):
+        with open(os.path.join(data, "walker2d_buffer_share_%s.json" % name)) as f:
+            buffer = json.load(f)["buffers"][0]
+        rows = [line for line in doc.splitlines() if line.startswith("| %s | " % cpu)]
+        assert len(rows) == len(buffer["windows"]) + 1
+        for row, w in zip(rows, buffer["windows"] + [dict(buffer["all"], steps=None)]):
+            cells = [c.replace(",", "") for c in row.strip("| ").split(" | ")[1:]]
+            assert cells[0] == ("all" if w["steps"] is None else "%d-%d" % tuple(w["steps"])), row
+            for cell, (k, n) in zip(cells[1:], [("exactly +-1", "components"), ("with a +-1 component", "transitions"), ("beyond the clamp", "components")]):
+                count, percent = cell.split(" (")
+                assert count == "%d of %d" % (w[k], w[n]), (cpu, row)
+                decimals = len(percent.rstrip("%)").split(".")[1])
+                assert float(percent.rstrip("%)")) == round(100.0 * w[k] / w[n], decimals), (cpu, row)
+    traces = {n: trace_run.read_trace(os.path.join(data, "walker2d_trace_%s.json.gz" % n))
+              for n in ("amd_epyc", "intel_xeon", "amd_epyc_mkl_compatible", "intel_xeon_mkl_compatible")}
+    section = doc[doc.index("### The Intel Xeon against the AMD EPYC") :]
+    section = " ".join(section[: section.index("\n## ")].split())
+    line = [x for x in trace_run.compare(traces["amd_epyc"], traces["intel_xeon"]) if x.startswith("probes that differ")][0]
+    differing = [p.split(" by relative ")[0] for p in line.split(": ", 1)[1].split("; ")]
+    sizes = [p.split(" by relative ~")[1].replace("e-0", "e-") for p in line.split(": ", 1)[1].split("; ")]  # 7e-09 as 7e-9
+    assert "probes that differ (6 of 20)" in line and "6 of the 20 probes differ" in section
+    for name, size in zip(differing, sizes):
+        assert "`%s` (relative ~%s" % (name, size) in section or "`%s` (~%s" % (name, size) in section, (name, size)
+    compatible = trace_run.compare(traces["amd_epyc_mkl_compatible"], traces["intel_xeon_mkl_compatible"])
+    assert "identical over all 37048 items compared" in compatible and "equal over all 37,048 items" in section

@@ -386,6 +386,22 @@ def test_results_tables_are_what_plot_prints_from_the_committed_csv(tmp_path, do
     assert nth_table(section(doc, heading), n) == markdown_rows(result.stdout)
 
 
+def test_ablation_table_is_what_plot_prints_from_the_committed_csv(tmp_path):
+    """docs/ablations.md's table, one row per fork: its seeds and cells are plot.py's for that variant."""
+    csv = os.path.join(ROOT, "benchmarks", "results", "ablations_halfcheetah_100k.csv")
+    result = run_tool("plot.py", ["--csv", csv, "--out-dir", "figs", "--steps", "50k", "100k"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    printed = {row["source"]: row for row in markdown_rows(result.stdout)[1]}
+    header, rows = nth_table(section("docs/ablations.md", "## HalfCheetah-v4, seeds 1-3, 100k steps"), 0)
+    assert len(rows) == 5
+    for row in rows:
+        variant = row["fork"].split()[0]
+        seeds = sorted(source.rsplit(" ", 1)[1] for source in printed if source.startswith(variant + ", seed "))
+        assert row["seeds"].split() == seeds, variant
+        for step in ("50k", "100k"):
+            assert row[step].replace("\u2212", "-") == printed[variant + ", mean \u00b1 std"][step], (variant, step)
+
+
 def test_run_seeds_resumes_cut_off_jobs_and_skips_finished_ones(tmp_path):
     own = ["--envs", "Hopper-v4", "--seeds", "1", "--jobs", "1"]
     assert run_tool("run_seeds.py", own + ["--", *TINY, "--save-model", "--save-buffer", "--checkpoint-frequency", "100"], tmp_path).returncode == 0

@@ -392,7 +392,7 @@ def test_ablation_table_is_what_plot_prints_from_the_committed_csv(tmp_path):
     result = run_tool("plot.py", ["--csv", csv, "--out-dir", "figs", "--steps", "50k", "100k"], tmp_path)
     assert result.returncode == 0, result.stderr
     printed = {row["source"]: row for row in markdown_rows(result.stdout)[1]}
-    header, rows = nth_table(section("docs/ablations.md", "## HalfCheetah-v4, seeds 1-3, 100k steps"), 0)
+    _, rows = nth_table(section("docs/ablations.md", "## HalfCheetah-v4, seeds 1-3, 100k steps"), 0)
     assert len(rows) == 5
     for row in rows:
         variant = row["fork"].split()[0]

@@ -18,10 +18,11 @@ Two steps, so that anyone can redraw the figures and the table from the committe
    A cell is the evaluation logged at exactly that step ("–": none there; "(n=2)": only that many
    seeds got there, "(n=1)" for a group of one seed). The std is the sample std over seeds
    (ddof=1). With --out-dir it also writes, per environment, OUT_DIR/{env}_eval_return.png:
-   for each group the mean over seeds with a 95% bootstrap band (over the seeds that went furthest
-   when two or more did, else over all, where all have reached), each seed as a thin line, and the
-   paper's MEow and SAC curves as dashed lines, up to our last step. A figure's file name holds only the environment, so several CSVs (the 300k runs, the
-   ablations, Walker2d by CPU) would write the same file: no figure is written without --out-dir.
+   for each group the mean over seeds with a 95% bootstrap band (over the two or more seeds whose
+   shared evaluation steps hold the most evaluations, to the last step they share), each seed as a
+   thin line, and the paper's MEow and SAC curves as dashed lines, up to our last step. A figure's
+   file name holds only the environment, so several CSVs (the 300k runs, the ablations, Walker2d by
+   CPU) would write the same file: no figure is written without --out-dir.
 
 The paper's curves, benchmarks/paper_results.csv (environment, algorithm, step, return), are
 Figure 3 of Chao et al., "Maximum Entropy Reinforcement Learning via Energy-Based Normalizing
@@ -282,11 +283,26 @@ def common_steps(seeds):
     return {step: [evals[step] for _, evals in sorted(seeds.items())] for step in sorted(shared)}
 
 
+def meaned_seeds(seeds):
+    """The seeds a group's mean line covers: of the sets of two or more seeds that reach a step (one
+    set per seed's last step), the one whose shared steps hold the most evaluations, ties to the
+    larger set. A mean over every seed would stop where the shortest run stops; one over the seeds
+    that went furthest may leave out all but two."""
+    if len(seeds) < 2:
+        return seeds
+    candidates = []
+    for last in {max(evals) for evals in seeds.values()}:
+        reaching = {seed: evals for seed, evals in seeds.items() if max(evals) >= last}
+        if len(reaching) > 1:
+            candidates.append((len(reaching) * len(common_steps(reaching)), len(reaching), reaching))
+    return max(candidates, key=lambda c: c[:2])[2]
+
+
 def plot_env(env_id, groups, commits, paper_curves, out_dir):
     """One figure per task: for each group the seeds' mean with a 95% bootstrap band, as the paper
     draws its Figure 3, and each seed as a thin line; the paper's curves dashed. The mean covers the
-    seeds that reached the group's last step when two or more did (the legend names the others and
-    their last step), else every seed up to the step all of them have reached."""
+    seeds meaned_seeds picks, up to the last step they all reached; the legend names the others and
+    their last step."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     last = 0
     for (group, seeds), color in zip(sorted(groups.items()), ["black", "crimson", "seagreen", "purple", "saddlebrown"] * 10):
@@ -294,10 +310,7 @@ def plot_env(env_id, groups, commits, paper_curves, out_dir):
             ax.plot(*zip(*sorted(evals.items())), color=color, linewidth=0.8, alpha=0.5)
         group_last = max(max(evals) for evals in seeds.values())
         last = max(last, group_last)
-        # two or more seeds at the group's last step make the mean; a seed still far behind them (a run
-        # under way) would cut it short, and is named instead
-        ahead = {seed: evals for seed, evals in seeds.items() if max(evals) == group_last}
-        meaned = ahead if len(ahead) > 1 else seeds
+        meaned = meaned_seeds(seeds)
         by_step = common_steps(meaned)
         if not by_step:
             warn("%s, %s: its seeds share no evaluation step, so no mean is drawn" % (env_id, group))

@@ -339,6 +339,26 @@ def test_figure_draws_the_mean_where_its_seeds_all_have_an_evaluation_and_names_
     assert mean.get_label() == "ours @ abc1234: mean of seeds 1, 2, 95% bootstrap band; seed 3 to 10k"
 
 
+def test_figure_mean_covers_the_seeds_whose_shared_steps_hold_the_most_evaluations(tmp_path, monkeypatch):
+    """One seed ahead of the rest and one far behind (as Walker2d's AMD group: seed 1 to 300k, seeds
+    2-5 to 200k-230k, seed 6 to 110k): the mean is over the seeds in between, to the step they share,
+    not over every seed to the shortest run's end; four seeds to 20k outweigh two to 30k."""
+    drawn = []
+    monkeypatch.setattr(plot.plt, "close", drawn.append)
+    ramp = lambda last, scale: {step: scale * step / 1000 for step in range(10_000, last + 1, 10_000)}
+    seeds = {1: ramp(40_000, 1.0), 2: ramp(30_000, 2.0), 3: ramp(30_000, 3.0), 4: ramp(10_000, 4.0)}
+    plot.plot_env("Walker2d-v4", {"ours": seeds}, {"ours": {"abc1234"}}, {}, str(tmp_path))
+    (mean,) = [line for line in drawn[0].axes[0].get_lines() if line.get_linewidth() == 2]
+    assert list(mean.get_xdata()) == [10_000, 20_000, 30_000] and list(mean.get_ydata()) == [20.0, 40.0, 60.0]
+    assert mean.get_label() == "ours @ abc1234: mean of seeds 1, 2, 3 to 30k, 95% bootstrap band; seed 4 to 10k"
+    assert drawn[0].axes[0].get_xlim() == (0, 40_000)
+    seeds = {1: ramp(30_000, 1.0), 2: ramp(30_000, 1.0), 3: ramp(20_000, 1.0), 4: ramp(20_000, 1.0)}
+    plot.plot_env("Walker2d-v4", {"ours": seeds}, {"ours": {"abc1234"}}, {}, str(tmp_path))
+    (mean,) = [line for line in drawn[1].axes[0].get_lines() if line.get_linewidth() == 2]
+    assert list(mean.get_xdata()) == [10_000, 20_000]
+    assert mean.get_label() == "ours @ abc1234: mean of seeds 1, 2, 3, 4 to 20k, 95% bootstrap band"
+
+
 def test_figure_labels_each_group_with_its_own_commits(tmp_path, monkeypatch):
     rows = [plot.COLUMNS] + [["Walker2d-v4", "1", str(step), "100", commit, "AMD", variant]
                              for variant, commit in (("ours", "abc1234"), ("authors", "def5678")) for step in (10000, 20000)]

@@ -13,7 +13,7 @@ The gap G - Q closes at the rate tau * (1 - gamma * (1 - p)) per update, a time 
 shorter one where they often do. This script integrates the model over a run of meow_continuous_action.py,
 one update per step from learning_starts on with q = 0 there (a fresh network's values are near 0), with
 G interpolated between its log points and p counted from the episodes that ended before the time limit
-(`charts/episodic_length`; the buffer keeps every transition of a run no longer than it), and prints the
+(`charts/episodic_length`; a run no longer than its buffer keeps every transition), and prints the
 logged Q (`bias/q_value`) beside the model's, each averaged over the log points within --window steps.
 tau, gamma, learning_starts, buffer_size and env_id are read from the run's hyperparameters.
 

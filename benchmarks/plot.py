@@ -149,16 +149,20 @@ def read_evals(path, tag=TAG):
     and drops the later ones (the killed process's steps after its checkpoint); a step logged twice
     keeps its last value."""
     evals = {}
-    for name in sorted(os.listdir(path)):
-        if not name.startswith("events.out.tfevents."):
-            continue
-        for event in EventFileLoader(os.path.join(path, name)).Load():
-            if event.HasField("session_log") and event.session_log.status == event.session_log.START:
-                evals = {step: value for step, value in evals.items() if step <= event.step}
-            for value in event.summary.value:
-                if value.tag == tag:
-                    evals[event.step] = float(tensor_util.make_ndarray(value.tensor))
+    for event in events(path):
+        if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+            evals = {step: value for step, value in evals.items() if step <= event.step}
+        for value in event.summary.value:
+            if value.tag == tag:
+                evals[event.step] = float(tensor_util.make_ndarray(value.tensor))
     return sorted(evals.items())
+
+
+def events(path):
+    """Every event of the run directory's TensorBoard files, file by file in the order they were written."""
+    for name in sorted(os.listdir(path)):
+        if name.startswith("events.out.tfevents."):
+            yield from EventFileLoader(os.path.join(path, name)).Load()
 
 
 def this_cpu():

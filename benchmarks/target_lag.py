@@ -26,7 +26,6 @@ import sys
 
 import gymnasium as gym
 import numpy as np
-from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.util import tensor_util
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -37,13 +36,11 @@ NEEDED = ("tau", "gamma", "learning_starts", "buffer_size", "env_id")
 
 def hyperparameters(path):
     """The run's Args as the script wrote them (its `hyperparameters` text: one |name|value| row each)."""
-    for name in sorted(os.listdir(path)):
-        if name.startswith("events.out.tfevents."):
-            for event in EventFileLoader(os.path.join(path, name)).Load():
-                for value in event.summary.value:
-                    if value.tag.startswith("hyperparameters"):
-                        text = tensor_util.make_ndarray(value.tensor).item().decode()
-                        return dict(re.findall(r"^\|([^|]+)\|([^|]*)\|$", text, re.M))
+    for event in plot.events(path):
+        for value in event.summary.value:
+            if value.tag.startswith("hyperparameters"):
+                text = tensor_util.make_ndarray(value.tensor).item().decode()
+                return dict(re.findall(r"^\|([^|]+)\|([^|]*)\|$", text, re.M))
     return {}
 
 

@@ -46,10 +46,10 @@ def load_policy(path):
 
     try:
         ckpt = meow.load_checkpoint(path)
+        saved = meow.saved_args(ckpt["args"], path, needed=("env_id", "alpha", "sigma_max", "sigma_min"))
     except meow.ConfigError as e:
         raise InputError(str(e))
-    saved = ckpt["args"]
-    policy = meow.FlowPolicy(ckpt["obs_dim"], ckpt["act_dim"], saved["alpha"], saved["sigma_max"], saved["sigma_min"])
+    policy = meow.FlowPolicy(ckpt["obs_dim"], ckpt["act_dim"], saved.alpha, saved.sigma_max, saved.sigma_min)
     policy.load_state_dict(ckpt["model"])
 
     def act(obs):
@@ -57,7 +57,7 @@ def load_policy(path):
             action, _ = policy.sample(torch.as_tensor(obs, dtype=torch.float32)[None], deterministic=True)
         return action[0].numpy()
 
-    return act, saved["env_id"]
+    return act, saved.env_id
 
 
 def rollout(env_id, seed=1, steps=20_000, model=None, episodes=3):

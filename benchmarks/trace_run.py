@@ -3,6 +3,7 @@
     python benchmarks/trace_run.py --out trace.json.gz       # Walker2d-v4 seed 1, the paper's defaults, 100 updates
     python benchmarks/trace_run.py --compare tests/data/walker2d_trace_amd_epyc.json.gz   # this machine against that trace
     python benchmarks/trace_run.py --compare tests/data/walker2d_trace_amd_epyc.json.gz --trace other.json.gz   # two traces, no run
+    python benchmarks/trace_run.py --updates 9500 --full-updates 100 --out long.json.gz   # where two runs part within 9,500 updates
     python benchmarks/trace_run.py --buffer-share runs/RUN/checkpoint.pt --out share.json   # exact +-1 actions in a replay buffer
 
 A trace runs meow_continuous_action.main itself, with its default command's settings (compiled as a
@@ -16,7 +17,8 @@ passes through them; nothing the run computes or draws changes. It stops after -
 - the first update's aten operations in order, forward and backward (run once more outside the
   trajectory, eagerly, with the same batch and dropout masks; the RNG state is put back);
 - each update: the RNG state, the batch, the loss bits, every gradient and parameter tensor after the
-  step, Adam's moments and the target network.
+  step, Adam's moments and the target network; after the first --full-updates updates (to keep a trace of
+  thousands of updates small) only the loss bits and one digest of all parameters and one of the target network.
 Tensors are stored as 8 hex digits of the sha256 of their bytes; where a relative size is needed, also a
 float64 sketch (the dot product with a fixed Gaussian vector) and the norm, so that a difference
 between two traces gets a size: |sketch_a - sketch_b| / norm_a is about |a - b| / |a|.
@@ -348,8 +350,9 @@ class OpRecorder(TorchDispatchMode):
 class Recorder:
     """Wrappers for meow.main's collaborators that record what passes through them."""
 
-    def __init__(self, updates, learning_starts):
+    def __init__(self, updates, learning_starts, full_updates=None):
         self.n_updates = updates
+        self.n_full = updates if full_updates is None else full_updates
         self.train = EnvStream(learning_starts)
         self.eval = EnvStream()
         self.envs = []
@@ -379,6 +382,13 @@ class Recorder:
                          "rng": digest(torch.get_rng_state())}
 
             def traced(batch):
+                if len(self.updates) >= self.n_full:
+                    loss = update(batch)
+                    self.updates.append({"at": len(self.train.kinds), "loss": float_bits(loss.detach().reshape(1)),
+                                         "params": digest(*policy.parameters()), "target": digest(*target_policy.parameters())})
+                    if len(self.updates) == self.n_updates:
+                        raise StopTrace
+                    return loss
                 record = {"at": len(self.train.kinds), "rng": digest(torch.get_rng_state()), "batch": digest(*batch)}
                 if not self.updates:
                     self.first_update = self.trace_ops(policy, target_policy, batch, gamma)
@@ -445,11 +455,12 @@ def patched(module, **replacements):
             setattr(module, name, value)
 
 
-def run_trace(args, updates, log=sys.stderr):
-    """Run meow.main(args) until `updates` updates are done; returns the recorded run (a dict)."""
+def run_trace(args, updates, log=sys.stderr, full_updates=None):
+    """Run meow.main(args) until `updates` updates are done, the first `full_updates` (default: all) recorded
+    in full; returns the recorded run (a dict)."""
     resolved = meow.Args(**vars(args))
     meow.resolve_defaults(resolved)
-    recorder = Recorder(updates, resolved.learning_starts)
+    recorder = Recorder(updates, resolved.learning_starts, full_updates)
     try:
         with patched(meow, make_env=recorder.make_env(meow.make_env), make_update=recorder.make_update(meow.make_update),
                      make_writer=lambda *a, **k: NullWriter()), contextlib.redirect_stdout(log):
@@ -473,7 +484,7 @@ def make_trace(settings, rounding=True, log=sys.stderr):
     start = time.time()
     args = meow.Args(**settings["args"])
     trace = {"format": FORMAT, "settings": settings, "machine": machine(args.compile), "probes": probes()}
-    trace.update(run_trace(args, settings["updates"], log))
+    trace.update(run_trace(args, settings["updates"], log, settings.get("full_updates")))
     trace["run_seconds"] = round(time.time() - start, 1)
     if rounding:
         act_dim = len(trace["train_env"]["exact"][0]) // 8
@@ -539,6 +550,11 @@ def eval_items(evaluation, first, count):
 
 def update_items(trace, k):
     u, names, where = trace["updates"][k], trace["params"], "update %d" % k
+    if "grads" not in u:  # beyond --full-updates
+        yield "updates", "%s: loss" % where, u["loss"], EXACT
+        yield "updates", "%s: all parameters" % where, u["params"], None
+        yield "updates", "%s: target network" % where, u["target"], None
+        return
     yield "updates", "%s: torch RNG state before it" % where, u["rng"], None
     yield "updates", "%s: the batch" % where, u["batch"], None
     if k == 0:
@@ -605,9 +621,10 @@ def compare(a, b):
 
 def probe_lines(a, b):
     """Every probe that differs, by name: each runs one kernel on fixed inputs, so unlike a run's items, a
-    probe's difference is not inherited from an earlier item."""
+    probe's difference is not inherited from an earlier item. Its digest decides; the float64 sketch that sizes a
+    difference is itself computed on each machine, and may round otherwise where the results are equal."""
     differing = ["%s%s" % (name, difference(a[name][0], b[name][0], ("", a[name][1:]), ("", b[name][1:])))
-                 for name in a if name in b and a[name] != b[name]]
+                 for name in a if name in b and a[name][0] != b[name][0]]
     lines = ["probes that differ (%d of %d): %s" % (len(differing), len(set(a) & set(b)), "; ".join(differing))] if differing else []
     only = [("first", sorted(set(a) - set(b))), ("second", sorted(set(b) - set(a)))]
     return lines + ["probes only in the %s trace: %s" % (which, ", ".join(names)) for which, names in only if names]
@@ -697,6 +714,8 @@ def main(argv=None):
     parser.add_argument("--env-id", default="Walker2d-v4", help="the task (default: Walker2d-v4)")
     parser.add_argument("--seed", type=int, default=1, help="the run's seed (default: 1)")
     parser.add_argument("--updates", type=int, default=100, help="updates to trace (default: 100)")
+    parser.add_argument("--full-updates", type=int,
+                        help="record only the first this many updates in full, the rest by their loss and two digests (default: all)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, as run_seeds.py gives each run (default: 1)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="torch.compile as the training script does in a long run (default); --no-compile: eager")
@@ -721,6 +740,8 @@ def main(argv=None):
             trace = read_trace(args.trace)
         else:
             settings = reference["settings"] if reference else {"args": dict(env_id=args.env_id, seed=args.seed, torch_threads=args.threads, compile=args.compile, cuda=False), "updates": args.updates}
+            if not reference and args.full_updates is not None and args.full_updates < args.updates:
+                settings["full_updates"] = args.full_updates
             if settings["args"]["env_id"] not in gym.registry:
                 raise InputError("unknown env id %r" % settings["args"]["env_id"])
             print("tracing %s (%d updates) on %s" % (settings["args"], settings["updates"], cpu_model()), file=sys.stderr)
@@ -745,6 +766,8 @@ def check_cli(args):
         raise InputError("give --out FILE (write a trace), --compare FILE (compare with one) or --buffer-share CHECKPOINT")
     if args.updates < 1 or args.threads < 1:
         raise InputError("--updates and --threads must be >= 1")
+    if args.full_updates is not None and args.full_updates < 1:
+        raise InputError("--full-updates must be >= 1")
     for path in (args.compare, args.trace):
         if path and not os.path.isfile(path):
             raise InputError("no trace at %s" % path)

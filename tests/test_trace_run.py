@@ -87,6 +87,9 @@ def test_every_differing_probe_is_listed_with_its_size():
     text = report(a, b)
     assert "probes that differ (2 of 3): qr by relative ~0.0001; exp by relative ~0" in text
     assert "probes that differ" not in report(a, a)
+    c = copy.deepcopy(a)
+    c["probes"]["tanh"][1] += 1e-15  # equal results whose sketch rounds otherwise on another machine
+    assert "probes that differ" not in report(a, c)
     b["probes"] = {"atanh": ["22222222", 1.0, 1.0], "exp": b["probes"]["exp"], "qr": b["probes"]["qr"]}  # paired by name, not place
     text = report(a, b)
     assert "probes that differ (2 of 2): qr by relative ~0.0001; exp by relative ~0" in text
@@ -202,6 +205,7 @@ def test_a_per_action_path_finds_the_exact_threshold(monkeypatch):
 @pytest.mark.parametrize("argv,message", [
     (["--trace", "x.json"], "--trace needs --compare"),
     (["--updates", "0", "--out", "t.json"], "--updates and --threads must be >= 1"),
+    (["--full-updates", "0", "--out", "t.json"], "--full-updates must be >= 1"),
     (["--compare", "missing.json"], "no trace at missing.json"),
     (["--out", "no/such/folder/t.json"], "the folder of --out"),
     (["--env-id", "Nope-v0", "--out", "t.json"], "unknown env id"),
@@ -257,3 +261,68 @@ def test_the_cpu_comparison_in_the_docs_is_the_committed_data():
         assert "`%s` (relative ~%s" % (name, size) in section or "`%s` (~%s" % (name, size) in section, (name, size)
     compatible = trace_run.compare(traces["amd_epyc_mkl_compatible"], traces["intel_xeon_mkl_compatible"])
     assert "identical over all 37048 items compared" in compatible and "equal over all 37,048 items" in section
+
+
+def test_updates_beyond_full_updates_keep_the_loss_and_the_parameters(tiny, tmp_path, monkeypatch):
+    """--full-updates 1 of 3: the later two updates are recorded by their loss bits and digests, which a plain run
+    of the same settings ends with, and a one-ulp change made after the first update is found in them."""
+    light = trace_run.make_trace(dict(TINY, full_updates=1), rounding=False, log=io.StringIO())
+    assert "grads" in light["updates"][0] and [sorted(u) for u in light["updates"][1:]] == [["at", "loss", "params", "target"]] * 2
+    assert [u["loss"] for u in light["updates"]] == [u["loss"] for u in tiny["updates"]]
+    monkeypatch.chdir(tmp_path)
+    meow.main(meow.Args(**dict(TINY["args"], total_timesteps=103, save_model=True)))
+    (path,) = [os.path.join(d, f) for d, _, files in os.walk("runs") for f in files if f.endswith(".pt")]
+    policy = meow.FlowPolicy(11, 3, 0.25, -0.3, -5.0)
+    policy.load_state_dict(torch.load(path, weights_only=False)["model"])
+    assert trace_run.digest(*policy.parameters()) == light["updates"][-1]["params"]
+
+    original = meow.make_update
+
+    def nudged_after_the_first(policy, *args):
+        update, optimizer = original(policy, *args)
+        calls = []
+
+        def nudge(batch):
+            calls.append(1)
+            if len(calls) == 2:
+                with torch.no_grad():
+                    weight = policy.couplings[0].shift_net.net[0].weight
+                    weight[0, 0] = torch.nextafter(weight[0, 0], torch.tensor(np.inf))
+            return update(batch)
+
+        return nudge, optimizer
+
+    monkeypatch.setattr(meow, "make_update", nudged_after_the_first)
+    nudged = trace_run.make_trace(dict(TINY, full_updates=1), rounding=False, log=io.StringIO())
+    text = report(light, nudged)
+    assert "first difference: update 1: loss" in text or "first difference: update 1: all parameters" in text
+    assert "first in updates: update 0" not in text
+
+
+def test_the_amd_epyc_without_avx512_in_the_docs_is_the_committed_data():
+    """docs/reproducing.md's AVX2 AMD EPYC: against the AVX-512 one, every probe, the init, the random steps, the first
+    evaluation and the eager first-update ops agree; the traces part at the first sampled action, by the sizes given."""
+    data = os.path.join(ROOT, "tests", "data")
+    with open(os.path.join(ROOT, "docs", "reproducing.md")) as f:
+        doc = f.read()
+    section = doc[doc.index("### An AMD EPYC without AVX-512") :]
+    section = " ".join(section[: section.index("\n## ")].split())
+    read = lambda n: trace_run.read_trace(os.path.join(data, "walker2d_trace_%s.json.gz" % n))  # noqa: E731
+    for mkl, size, said in (("", "2.1e-7", "relative 2.1e-7 with MKL's default path"), ("_mkl_compatible", "4.4e-7", "4.4e-7 with `MKL_CBWR=COMPATIBLE`")):
+        a, b = read("amd_epyc" + mkl), read("amd_epyc_avx2" + mkl)
+        assert (a["machine"]["torch_cpu_capability"], b["machine"]["torch_cpu_capability"]) == ("AVX512", "AVX2")
+        assert a["machine"]["mkl"].split(", Lnx")[0] == b["machine"]["mkl"].split(", Lnx")[0]
+        text = report(a, b)
+        assert "first difference: training step 10000: the policy's sampled action by relative %s" % size.replace("e-", "e-0") in text
+        for part in ("probes", "init", "eval", "first update ops"):
+            assert "first in %s: none" % part in text
+        assert "probes that differ" not in text and "<- differs" not in text
+        assert said in section
+    long = read("amd_epyc_avx2_mkl_compatible_9500")
+    assert long["settings"]["updates"] == 9500 and long["settings"]["full_updates"] == 100
+    assert long["machine"]["torch_cpu_capability"] == "AVX2" and long["machine"]["environment"].get("MKL_CBWR") == "COMPATIBLE"
+    assert len(long["updates"]) == 9500 and "grads" in long["updates"][99] and "grads" not in long["updates"][100]
+    with open(os.path.join(data, "walker2d_buffer_share_intel_xeon.json")) as f:
+        at_18381d0 = json.load(f)["machine"]  # made at 18381d0
+    assert at_18381d0["commit"] == "18381d0" and long["machine"]["code"] == at_18381d0["code"]
+    assert "made at %s, whose `meow_continuous_action.py` and `flow_layers.py` are 18381d0's" % long["machine"]["commit"] in section

@@ -165,16 +165,23 @@ def events(path):
             yield from EventFileLoader(os.path.join(path, name)).Load()
 
 
-def this_cpu():
-    """This machine's CPU model name, as /proc/cpuinfo gives it (platform.processor() elsewhere)."""
+def this_cpu(cpuinfo="/proc/cpuinfo"):
+    """This machine's CPU model name, as /proc/cpuinfo gives it (platform.processor() elsewhere), followed by
+    " (AVX2)" where the CPU has AVX2 and not AVX-512: virtual machines give one name ("AMD EPYC") to CPUs with
+    and without it, and a compiled run's roundings differ between the two (docs/reproducing.md)."""
+    name, flags = None, set()
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if line.startswith("model name") and name is None:
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    if name is None:
+        return platform.processor() or "unknown"
+    return name + (" (AVX2)" if "avx2" in flags and "avx512f" not in flags else "")
 
 
 def run_key(row):

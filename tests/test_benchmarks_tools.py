@@ -5,6 +5,7 @@ plot.py's many bad-input cases run in-process (a subprocess each would take a se
 """
 import csv
 import os
+import platform
 import re
 import signal
 import struct
@@ -100,6 +101,15 @@ def test_export_then_plot_the_runs_of_run_seeds(tiny_runs):
         (row,) = [r for r in rows if r["source"] == "ours, seed %d" % seed]
         assert [row["200"], row["400"]] == ["%.0f" % float(r[3]) for r in expected if r[1] == str(seed)]
     assert [r["200"] for r in rows if r["source"].startswith("paper")] == ["–", "–"]  # the paper's curves start at 50k
+
+
+def test_the_cpu_column_tells_an_avx2_cpu_from_an_avx512_one_of_the_same_name(tmp_path):
+    info = tmp_path / "cpuinfo"
+    for flags, expected in (("fpu avx avx2 fma", "AMD EPYC (AVX2)"), ("fpu avx avx2 fma avx512f avx512bw", "AMD EPYC"), ("fpu sse2", "AMD EPYC")):
+        info.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: %s\n\nprocessor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: %s\n" % (flags, flags))
+        assert plot.this_cpu(str(info)) == expected
+    info.write_text("processor\t: 0\n")
+    assert plot.this_cpu(str(info)) == (platform.processor() or "unknown")
 
 
 def test_export_reads_the_newest_run_of_each_seed(tmp_path):

@@ -382,25 +382,23 @@ class Recorder:
                          "rng": digest(torch.get_rng_state())}
 
             def traced(batch):
-                if len(self.updates) >= self.n_full:
-                    loss = update(batch)
-                    self.updates.append({"at": len(self.train.kinds), "loss": float_bits(loss.detach().reshape(1)),
-                                         "params": digest(*policy.parameters()), "target": digest(*target_policy.parameters())})
-                    if len(self.updates) == self.n_updates:
-                        raise StopTrace
-                    return loss
-                record = {"at": len(self.train.kinds), "rng": digest(torch.get_rng_state()), "batch": digest(*batch)}
-                if not self.updates:
-                    self.first_update = self.trace_ops(policy, target_policy, batch, gamma)
+                full = len(self.updates) < self.n_full
+                record = {"at": len(self.train.kinds)}
+                if full:
+                    record.update(rng=digest(torch.get_rng_state()), batch=digest(*batch))
+                    if not self.updates:
+                        self.first_update = self.trace_ops(policy, target_policy, batch, gamma)
                 loss = update(batch)
                 params = list(policy.parameters())
-                flat = optimizer.param_groups[0]["params"][0]  # the one flat buffer the parameters are views of
-                state = optimizer.state[flat]
-                record.update(
-                    loss=float_bits(loss.detach().reshape(1)), grads="".join(digest(p.grad) for p in params), grad_sketch=sketch(flat.grad),
-                    params="".join(digest(p) for p in params), param_sketch=sketch(flat),
-                    adam=digest(state["exp_avg"], state["exp_avg_sq"]), target=digest(*target_policy.parameters()),
-                )
+                record.update(loss=float_bits(loss.detach().reshape(1)), target=digest(*target_policy.parameters()))
+                if full:
+                    flat = optimizer.param_groups[0]["params"][0]  # the one flat buffer the parameters are views of
+                    state = optimizer.state[flat]
+                    record.update(grads="".join(digest(p.grad) for p in params), grad_sketch=sketch(flat.grad),
+                                  params="".join(digest(p) for p in params), param_sketch=sketch(flat),
+                                  adam=digest(state["exp_avg"], state["exp_avg_sq"]))
+                else:
+                    record["params"] = digest(*params)
                 self.updates.append(record)
                 if len(self.updates) == self.n_updates:
                     raise StopTrace

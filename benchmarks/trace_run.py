@@ -481,6 +481,8 @@ def make_trace(settings, rounding=True, log=sys.stderr):
     the probes, the run, and (rounding=True) the tanh measurement."""
     start = time.time()
     args = meow.Args(**settings["args"])
+    # the probes run at the run's threads, not the process's: MKL's QR of a 64x64 matrix rounds differently at 1 and 2
+    torch.set_num_threads(args.torch_threads or meow.default_threads())
     trace = {"format": FORMAT, "settings": settings, "machine": machine(args.compile), "probes": probes()}
     trace.update(run_trace(args, settings["updates"], log, settings.get("full_updates")))
     trace["run_seconds"] = round(time.time() - start, 1)

@@ -153,6 +153,21 @@ def test_the_trace_leaves_the_run_as_it_is(tiny, tmp_path, monkeypatch):
     assert "".join(trace_run.digest(p) for p in policy.parameters()) == tiny["updates"][-1]["params"]
 
 
+def test_the_probes_run_at_the_runs_threads(monkeypatch):
+    """A trace of --threads 1 made in a process whose torch uses 2 threads probes at 1 thread, as the run computes
+    (the committed traces were made with OMP_NUM_THREADS=1, so their probes are at 1 thread too)."""
+    seen = []
+    monkeypatch.setattr(trace_run, "probes", lambda: seen.append(torch.get_num_threads()) or {})
+    monkeypatch.setattr(trace_run, "run_trace", lambda *args: {})
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        trace_run.make_trace(TINY, rounding=False, log=io.StringIO())
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [1]
+
+
 def test_a_one_ulp_change_of_one_parameter_is_found(tiny, monkeypatch):
     original = meow.make_update
 

@@ -3,6 +3,7 @@
 Nothing here depends on the CPU: the tests compare traces made on the same machine, made by hand, or committed.
 """
 import copy
+import csv
 import io
 import json
 import os
@@ -341,3 +342,23 @@ def test_the_amd_epyc_without_avx512_in_the_docs_is_the_committed_data():
         at_18381d0 = json.load(f)["machine"]  # made at 18381d0
     assert at_18381d0["commit"] == "18381d0" and long["machine"]["code"] == at_18381d0["code"]
     assert "made at %s, whose `meow_continuous_action.py` and `flow_layers.py` are 18381d0's" % long["machine"]["commit"] in section
+
+
+def test_our_amd_epyc_rows_were_not_made_on_the_avx2_one():
+    """docs/reproducing.md: our seeds 1 and 3-6 at c43349e on the AVX2 AMD EPYC evaluate as walker2d_by_cpu.csv's
+    `AMD EPYC` rows at 10k (no update yet) and otherwise at 20k, by the values the docs give."""
+    def returns(name, **match):
+        with open(os.path.join(ROOT, "benchmarks", "results", name)) as f:
+            rows = [r for r in csv.DictReader(f) if all(r[k] in v for k, v in match.items())]
+        return {(int(r["seed"]), int(r["step"])): float(r["return"]) for r in rows}
+
+    here = returns("walker2d_c43349e_avx2_20k.csv", cpu=["AMD EPYC (AVX2)"], commit=["c43349e"])
+    there = returns("walker2d_by_cpu.csv", cpu=["AMD EPYC"], variant=["ours"], commit=["3adc4c8", "c43349e"])
+    with open(os.path.join(ROOT, "docs", "reproducing.md")) as f:
+        doc = " ".join(f.read().split())
+    seeds = (1, 3, 4, 5, 6)
+    assert sorted(here) == [(s, step) for s in seeds for step in (10000, 20000)]
+    for seed in seeds:
+        assert here[seed, 10000] == there[seed, 10000] and here[seed, 20000] != there[seed, 20000]
+    said = lambda table: ", ".join("%.1f" % table[s, 20000] for s in seeds[:-1]) + " and %.1f" % table[6, 20000]  # noqa: E731
+    assert "not at 20k: %s against %s" % (said(here), said(there)) in doc

@@ -344,15 +344,20 @@ def test_the_amd_epyc_without_avx512_in_the_docs_is_the_committed_data():
     assert "made at %s, whose `meow_continuous_action.py` and `flow_layers.py` are 18381d0's" % long["machine"]["commit"] in section
 
 
+def c43349e_returns(name, **match):
+    """{(env, seed, step): return} of a results CSV's rows whose columns take one of the given values."""
+    with open(os.path.join(ROOT, "benchmarks", "results", name)) as f:
+        rows = [r for r in csv.DictReader(f) if all(r[k] in v for k, v in match.items())]
+    return {(r["env"], int(r["seed"]), int(r["step"])): float(r["return"]) for r in rows}
+
+
 def test_our_amd_epyc_rows_were_not_made_on_the_avx2_one():
     """docs/reproducing.md: our seeds 1 and 3-6 at c43349e on the AVX2 AMD EPYC evaluate as walker2d_by_cpu.csv's
     `AMD EPYC` rows at 10k (no update yet) and otherwise at 20k, by the values the docs give."""
     def returns(name, **match):
-        with open(os.path.join(ROOT, "benchmarks", "results", name)) as f:
-            rows = [r for r in csv.DictReader(f) if all(r[k] in v for k, v in match.items())]
-        return {(int(r["seed"]), int(r["step"])): float(r["return"]) for r in rows}
+        return {(seed, step): v for (env, seed, step), v in c43349e_returns(name, env=["Walker2d-v4"], **match).items()}
 
-    here = returns("walker2d_c43349e_avx2_20k.csv", cpu=["AMD EPYC (AVX2)"], commit=["c43349e"])
+    here = returns("c43349e_avx2_20k.csv", cpu=["AMD EPYC (AVX2)"], commit=["c43349e"])
     there = returns("walker2d_by_cpu.csv", cpu=["AMD EPYC"], variant=["ours"], commit=["3adc4c8", "c43349e"])
     with open(os.path.join(ROOT, "docs", "reproducing.md")) as f:
         doc = " ".join(f.read().split())
@@ -362,3 +367,21 @@ def test_our_amd_epyc_rows_were_not_made_on_the_avx2_one():
         assert here[seed, 10000] == there[seed, 10000] and here[seed, 20000] != there[seed, 20000]
     said = lambda table: ", ".join("%.1f" % table[s, 20000] for s in seeds[:-1]) + " and %.1f" % table[6, 20000]  # noqa: E731
     assert "not at 20k: %s against %s" % (said(here), said(there)) in doc
+
+
+def test_our_1m_amd_epyc_runs_were_not_made_on_the_avx2_one():
+    """docs/reproducing.md: Ant-v4 seeds 1-2 and Humanoid-v4 seed 1 at c43349e evaluate otherwise on the AVX2 AMD
+    EPYC than mujoco_1m.csv's `AMD EPYC` rows, at every step run there, by the values the docs and README give."""
+    here = c43349e_returns("c43349e_avx2_20k.csv", env=["Ant-v4", "Humanoid-v4"], cpu=["AMD EPYC (AVX2)"])
+    there = c43349e_returns("mujoco_1m.csv", cpu=["AMD EPYC"], commit=["c43349e"])
+    keys = [("Ant-v4", 1, 10000), ("Ant-v4", 1, 20000), ("Ant-v4", 2, 10000), ("Humanoid-v4", 1, 10000)]
+    assert sorted(here) == keys and {(e, s) for e, s, _ in there} == {(e, s) for e, s, _ in keys}
+    assert all(here[k] != there[k] for k in keys)
+    with open(os.path.join(ROOT, "docs", "reproducing.md")) as f:
+        doc = " ".join(f.read().split())
+    a1, a1_20k, a2, h1 = ["%.1f" % here[k] for k in keys]
+    b1, b1_20k, b2, g1 = ["%.1f" % there[k] for k in keys]
+    assert ("%s and %s for Ant-v4 seeds 1 and 2 and %s for Humanoid-v4 seed 1, against `mujoco_1m.csv`'s %s, %s and %s; "
+            "Ant-v4 seed 1 at 20k %s against %s" % (a1, a2, h1, b1, b2, g1, a1_20k, b1_20k)) in doc
+    with open(os.path.join(ROOT, "README.md")) as f:
+        assert "Humanoid-v4 seed 1 at c43349e on an AVX-512 AMD EPYC" in f.read()

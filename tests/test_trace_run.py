@@ -344,7 +344,7 @@ def test_the_amd_epyc_without_avx512_in_the_docs_is_the_committed_data():
     assert "made at %s, whose `meow_continuous_action.py` and `flow_layers.py` are 18381d0's" % long["machine"]["commit"] in section
 
 
-def c43349e_returns(name, **match):
+def results_returns(name, **match):
     """{(env, seed, step): return} of a results CSV's rows whose columns take one of the given values."""
     with open(os.path.join(ROOT, "benchmarks", "results", name)) as f:
         rows = [r for r in csv.DictReader(f) if all(r[k] in v for k, v in match.items())]
@@ -355,7 +355,7 @@ def test_our_amd_epyc_rows_were_not_made_on_the_avx2_one():
     """docs/reproducing.md: our seeds 1 and 3-6 at c43349e on the AVX2 AMD EPYC evaluate as walker2d_by_cpu.csv's
     `AMD EPYC` rows at 10k (no update yet) and otherwise at 20k, by the values the docs give."""
     def returns(name, **match):
-        return {(seed, step): v for (env, seed, step), v in c43349e_returns(name, env=["Walker2d-v4"], **match).items()}
+        return {(seed, step): v for (env, seed, step), v in results_returns(name, env=["Walker2d-v4"], **match).items()}
 
     here = returns("c43349e_avx2_20k.csv", cpu=["AMD EPYC (AVX2)"], commit=["c43349e"])
     there = returns("walker2d_by_cpu.csv", cpu=["AMD EPYC"], variant=["ours"], commit=["3adc4c8", "c43349e"])
@@ -372,8 +372,8 @@ def test_our_amd_epyc_rows_were_not_made_on_the_avx2_one():
 def test_our_1m_amd_epyc_runs_were_not_made_on_the_avx2_one():
     """docs/reproducing.md: Ant-v4 seeds 1-2 and Humanoid-v4 seed 1 at c43349e evaluate otherwise on the AVX2 AMD
     EPYC than mujoco_1m.csv's `AMD EPYC` rows, at every step run there, by the values the docs and README give."""
-    here = c43349e_returns("c43349e_avx2_20k.csv", env=["Ant-v4", "Humanoid-v4"], cpu=["AMD EPYC (AVX2)"])
-    there = c43349e_returns("mujoco_1m.csv", cpu=["AMD EPYC"], commit=["c43349e"])
+    here = results_returns("c43349e_avx2_20k.csv", env=["Ant-v4", "Humanoid-v4"], cpu=["AMD EPYC (AVX2)"])
+    there = results_returns("mujoco_1m.csv", cpu=["AMD EPYC"], commit=["c43349e"])
     keys = [("Ant-v4", 1, 10000), ("Ant-v4", 1, 20000), ("Ant-v4", 2, 10000), ("Humanoid-v4", 1, 10000)]
     assert sorted(here) == keys and {(e, s) for e, s, _ in there} == {(e, s) for e, s, _ in keys}
     assert all(here[k] != there[k] for k in keys)
@@ -385,3 +385,17 @@ def test_our_1m_amd_epyc_runs_were_not_made_on_the_avx2_one():
             "Ant-v4 seed 1 at 20k %s against %s" % (a1, a2, h1, b1, b2, g1, a1_20k, b1_20k)) in doc
     with open(os.path.join(ROOT, "README.md")) as f:
         assert "Humanoid-v4 seed 1 at c43349e on an AVX-512 AMD EPYC" in f.read()
+
+
+def test_the_authors_uncompiled_seed_1_is_one_run_on_both_amd_epycs():
+    """docs/reproducing.md: the authors' seed 1 (eager, no compiled code) evaluates on the AVX2 AMD EPYC as on the
+    AVX-512 one, float32 for float32, at every step both runs reached, and the docs give that range."""
+    def returns(cpu):
+        return results_returns("walker2d_by_cpu.csv", variant=["authors"], seed=["1"], cpu=[cpu])
+
+    avx2, avx512 = returns("AMD EPYC (AVX2)"), returns("AMD EPYC")
+    both = sorted(set(avx2) & set(avx512))
+    assert len(both) >= 3 and all(avx2[k] == avx512[k] for k in both)
+    with open(os.path.join(ROOT, "docs", "reproducing.md")) as f:
+        doc = " ".join(f.read().split())
+    assert "at each of its %d evaluations from %dk to %dk" % (len(both), both[0][2] // 1000, both[-1][2] // 1000) in doc

@@ -399,3 +399,26 @@ def test_the_authors_uncompiled_seed_1_is_one_run_on_both_amd_epycs():
     with open(os.path.join(ROOT, "docs", "reproducing.md")) as f:
         doc = " ".join(f.read().split())
     assert "at each of its %d evaluations from %dk to %dk" % (len(both), both[0][2] // 1000, both[-1][2] // 1000) in doc
+
+
+def test_the_eager_avx2_trace_is_the_one_the_docs_describe():
+    """docs/reproducing.md: the committed eager trace is an eager run of this commit's algorithm (18381d0's files) on
+    an AMD EPYC without AVX-512, and the docs give the command that compares another machine with it."""
+    name = "walker2d_trace_amd_epyc_avx2_eager.json.gz"
+    trace = trace_run.read_trace(os.path.join(ROOT, "tests", "data", name))
+    with open(os.path.join(ROOT, "tests", "data", "walker2d_buffer_share_intel_xeon.json")) as f:
+        at_18381d0 = json.load(f)["machine"]  # made at 18381d0
+    m = trace["machine"]
+    assert trace["settings"]["args"]["compile"] is False and len(trace["updates"]) == 100
+    assert m["torch_cpu_capability"] == "AVX2" and "avx512f" not in m["cpu_flags"] and m["code"] == at_18381d0["code"]
+    with open(os.path.join(ROOT, "docs", "reproducing.md")) as f:
+        doc = " ".join(f.read().split())
+    assert "python benchmarks/trace_run.py --compare tests/data/%s" % name in doc
+    assert "made at %s, whose `meow_continuous_action.py` and `flow_layers.py` are 18381d0's" % m["commit"] in doc
+    compiled = trace_run.read_trace(os.path.join(ROOT, "tests", "data", "walker2d_trace_amd_epyc_avx2.json.gz"))
+    report = trace_run.compare(compiled, trace)
+    parted = [x for x in report if x.startswith("identical up to")]
+    assert parted and "first difference: evaluation event 2: deterministic action" in parted[0]
+    assert trace["eval_env"]["kinds"][:3] == "rrs"  # event 2 is the first evaluation's first step
+    assert any(x.startswith("items: ") and "37126 in the second" in x for x in report) and "37,126 items" in doc
+    assert "parts at the first evaluation's first deterministic action" in doc

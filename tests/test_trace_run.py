@@ -344,6 +344,12 @@ def test_the_amd_epyc_without_avx512_in_the_docs_is_the_committed_data():
     assert "made at %s, whose `meow_continuous_action.py` and `flow_layers.py` are 18381d0's" % long["machine"]["commit"] in section
 
 
+def reproducing_text():
+    """docs/reproducing.md with its line breaks and indents as single spaces, as the docs' sentences read."""
+    with open(os.path.join(ROOT, "docs", "reproducing.md")) as f:
+        return " ".join(f.read().split())
+
+
 def results_returns(name, **match):
     """{(env, seed, step): return} of a results CSV's rows whose columns take one of the given values."""
     with open(os.path.join(ROOT, "benchmarks", "results", name)) as f:
@@ -359,8 +365,7 @@ def test_our_amd_epyc_rows_were_not_made_on_the_avx2_one():
 
     here = returns("c43349e_avx2_20k.csv", cpu=["AMD EPYC (AVX2)"], commit=["c43349e"])
     there = returns("walker2d_by_cpu.csv", cpu=["AMD EPYC"], variant=["ours"], commit=["3adc4c8", "c43349e"])
-    with open(os.path.join(ROOT, "docs", "reproducing.md")) as f:
-        doc = " ".join(f.read().split())
+    doc = reproducing_text()
     seeds = (1, 3, 4, 5, 6)
     assert sorted(here) == [(s, step) for s in seeds for step in (10000, 20000)]
     for seed in seeds:
@@ -377,8 +382,7 @@ def test_our_1m_amd_epyc_runs_were_not_made_on_the_avx2_one():
     keys = [("Ant-v4", 1, 10000), ("Ant-v4", 1, 20000), ("Ant-v4", 2, 10000), ("Humanoid-v4", 1, 10000)]
     assert sorted(here) == keys and {(e, s) for e, s, _ in there} == {(e, s) for e, s, _ in keys}
     assert all(here[k] != there[k] for k in keys)
-    with open(os.path.join(ROOT, "docs", "reproducing.md")) as f:
-        doc = " ".join(f.read().split())
+    doc = reproducing_text()
     a1, a1_20k, a2, h1 = ["%.1f" % here[k] for k in keys]
     b1, b1_20k, b2, g1 = ["%.1f" % there[k] for k in keys]
     assert ("%s and %s for Ant-v4 seeds 1 and 2 and %s for Humanoid-v4 seed 1, against `mujoco_1m.csv`'s %s, %s and %s; "
@@ -396,8 +400,7 @@ def test_the_authors_uncompiled_seed_1_is_one_run_on_both_amd_epycs():
     avx2, avx512 = returns("AMD EPYC (AVX2)"), returns("AMD EPYC")
     both = sorted(set(avx2) & set(avx512))
     assert len(both) >= 3 and all(avx2[k] == avx512[k] for k in both)
-    with open(os.path.join(ROOT, "docs", "reproducing.md")) as f:
-        doc = " ".join(f.read().split())
+    doc = reproducing_text()
     assert "at each of its %d evaluations from %dk to %dk" % (len(both), both[0][2] // 1000, both[-1][2] // 1000) in doc
 
 
@@ -411,8 +414,7 @@ def test_the_eager_avx2_trace_is_the_one_the_docs_describe():
     m = trace["machine"]
     assert trace["settings"]["args"]["compile"] is False and len(trace["updates"]) == 100
     assert m["torch_cpu_capability"] == "AVX2" and "avx512f" not in m["cpu_flags"] and m["code"] == at_18381d0["code"]
-    with open(os.path.join(ROOT, "docs", "reproducing.md")) as f:
-        doc = " ".join(f.read().split())
+    doc = reproducing_text()
     assert "python benchmarks/trace_run.py --compare tests/data/%s" % name in doc
     assert "made at %s, whose `meow_continuous_action.py` and `flow_layers.py` are 18381d0's" % m["commit"] in doc
     compiled = trace_run.read_trace(os.path.join(ROOT, "tests", "data", "walker2d_trace_amd_epyc_avx2.json.gz"))

@@ -132,6 +132,7 @@ def test_export_reads_the_newest_run_of_each_seed(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "same seed; using the newer one" in result.stderr
     assert "Hopper-v4 seed 1: 3 evaluations, last at 30k: 1235" in result.stdout
+    assert "Walker2d-v4 seed 1: 1 evaluation, last at 10k: -4" in result.stdout
     here = [plot.this_cpu(), "ours"]
     assert read_csv(tmp_path / "out.csv") == [
         plot.COLUMNS,

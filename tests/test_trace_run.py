@@ -402,6 +402,7 @@ def test_the_authors_uncompiled_seed_1_is_one_run_on_both_amd_epycs():
     assert len(both) >= 3 and all(avx2[k] == avx512[k] for k in both)
     doc = reproducing_text()
     assert "at each of its %d evaluations from %dk to %dk" % (len(both), both[0][2] // 1000, both[-1][2] // 1000) in doc
+    assert "makes one run on both AMD EPYCs (its seed 1 to %dk, above)" % (both[-1][2] // 1000) in doc
 
 
 def test_the_eager_avx2_trace_is_the_one_the_docs_describe():

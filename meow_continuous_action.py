@@ -1075,18 +1075,24 @@ def resume_args(args):
     return resumed_args(args, ckpt), ckpt
 
 
+def load_policy(path, device="cpu"):
+    """The policy of a saved model or checkpoint (its weights alone), the args it was saved with, and the file's dict."""
+    ckpt = load_checkpoint(path)
+    saved = saved_args(ckpt["args"], path, needed=("env_id", "alpha", "sigma_max", "sigma_min"))
+    policy = FlowPolicy(ckpt["obs_dim"], ckpt["act_dim"], saved.alpha, saved.sigma_max, saved.sigma_min).to(device)
+    policy.load_state_dict(ckpt["model"])
+    return policy, saved, ckpt
+
+
 def evaluate_checkpoint(args):
     """--eval-checkpoint: the deterministic policy of a saved model, no training and no buffer."""
-    ckpt = load_checkpoint(args.eval_checkpoint)
-    saved = saved_args(ckpt["args"], args.eval_checkpoint, needed=("env_id", "alpha", "sigma_max", "sigma_min"))
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    policy, saved, ckpt = load_policy(args.eval_checkpoint, device)
     check_env_id(saved.env_id)
     args.env_id = saved.env_id
     check_extras(args)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     env = make_env(saved.env_id, args.seed, args.capture_video)()
     env.reset(seed=args.seed)
-    policy = FlowPolicy(ckpt["obs_dim"], ckpt["act_dim"], saved.alpha, saved.sigma_max, saved.sigma_min).to(device)
-    policy.load_state_dict(ckpt["model"])
     video = os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)), "videos_eval", "eval.mp4") if args.capture_video else None
     returns = evaluate(policy, env, args.eval_episodes, device, video)
     env.close()

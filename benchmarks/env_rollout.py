@@ -45,12 +45,9 @@ def load_policy(path):
     import torch
 
     try:
-        ckpt = meow.load_checkpoint(path)
-        saved = meow.saved_args(ckpt["args"], path, needed=("env_id", "alpha", "sigma_max", "sigma_min"))
+        policy, saved, _ = meow.load_policy(path)
     except meow.ConfigError as e:
         raise InputError(str(e))
-    policy = meow.FlowPolicy(ckpt["obs_dim"], ckpt["act_dim"], saved.alpha, saved.sigma_max, saved.sigma_min)
-    policy.load_state_dict(ckpt["model"])
 
     def act(obs):
         with torch.no_grad():

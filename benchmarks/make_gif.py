@@ -34,16 +34,13 @@ def main():
     if args.seconds <= 0 or args.fps < 1 or args.width < 16:
         meow.fail("--seconds must be > 0, --fps >= 1 and --width >= 16")
     try:
-        ckpt = meow.load_checkpoint(args.model)
-        saved = meow.saved_args(ckpt["args"], args.model, needed=("env_id", "alpha", "sigma_max", "sigma_min"))
+        policy, saved, _ = meow.load_policy(args.model)
         meow.check_env_id(saved.env_id)
         meow.check_rendering(saved.env_id)
     except meow.ConfigError as e:
         meow.fail(str(e))
 
     env = meow.make_env(saved.env_id, args.seed, render=True)()
-    policy = meow.FlowPolicy(ckpt["obs_dim"], ckpt["act_dim"], saved.alpha, saved.sigma_max, saved.sigma_min)
-    policy.load_state_dict(ckpt["model"])
     every = max(1, round(env.metadata["render_fps"] / args.fps))  # keep every n-th simulator frame
     fps = env.metadata["render_fps"] / every  # real time
     wanted = max(1, round(args.seconds * fps))

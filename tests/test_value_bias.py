@@ -1,5 +1,6 @@
 """The value bias of a run (ValueBias, the same text in both scripts): the soft return G_t collected from
 each state against the network's Q, its normalised bias, the one warning, and a trajectory left as it was."""
+import csv
 import glob
 import os
 import random
@@ -155,6 +156,25 @@ def test_the_warning_fires_once_when_the_bias_stays_out_of_bounds(capsys):
 def test_no_warning_on_a_series_that_does_not_stay_out_of_bounds(series, capsys):
     warnings, _ = review_series(series, capsys)
     assert warnings == []
+
+
+def test_the_rule_warns_on_the_walker2d_run_whose_q_ran_away_and_on_no_other(capsys):
+    """tests/data/walker2d_bias_normalised_amd_epyc_avx2.csv: `bias/normalised` at every log point of our Walker2d-v4
+    seeds 1-5 at 18381d0 on the AMD EPYC without AVX-512 (`plot.py --export ... --tag bias/normalised`: the CSV's
+    `return` column holds it). Seed 5's Q ran away from 60k on and its run warned at 65k; seeds 1-4 (one walks
+    from 170k, three fall) did not warn. Replayed through the rule, the series give the same."""
+    with open(os.path.join(os.path.dirname(__file__), "data", "walker2d_bias_normalised_amd_epyc_avx2.csv")) as f:
+        rows = list(csv.DictReader(f))
+    warned = {}
+    for seed in sorted({int(r["seed"]) for r in rows}):
+        bias = meow.ValueBias(1, ALPHA, GAMMA, "cpu")
+        for step, b in sorted((int(r["step"]), float(r["return"])) for r in rows if int(r["seed"]) == seed):
+            bias.review({"bias/episodes": 1, "bias/q_value": 0.0, "bias/soft_return": 0.0, "bias/normalised": b}, step)
+        warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+        if warnings:
+            assert len(warnings) == 1
+            warned[seed] = int(warnings[0].split("at step ")[1].split(":")[0])
+    assert sorted({int(r["seed"]) for r in rows}) == [1, 2, 3, 4, 5] and warned == {5: 65000}
 
 
 def test_a_log_point_without_episodes_logs_no_bias_and_keeps_the_count(capsys):

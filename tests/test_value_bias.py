@@ -129,14 +129,16 @@ def test_q_is_min_over_the_columns_of_the_networks_q_at_the_action_it_sampled():
     assert torch.allclose(bias.q.float(), q.min(dim=1).values, atol=1e-4)
 
 
-def review_series(normalised, capsys, episodes=None, state=None):
+def review_series(normalised, capsys, episodes=None, state=None, steps=None):
+    """The warning lines and logged values of one run whose log points (at `steps`, default 1000, 2000, ...) read `normalised`."""
     bias = meow.ValueBias(1, ALPHA, GAMMA, "cpu")
     if state is not None:
         bias.load_state_dict(state)
     logged = []
     for i, b in enumerate(normalised):
         count = 4 if episodes is None else episodes[i]
-        logged.append(bias.review({"bias/episodes": count, "bias/q_value": 100.0 * b, "bias/soft_return": 0.0, "bias/normalised": b}, 1000 * (i + 1)))
+        step = 1000 * (i + 1) if steps is None else steps[i]
+        logged.append(bias.review({"bias/episodes": count, "bias/q_value": 100.0 * b, "bias/soft_return": 0.0, "bias/normalised": b}, step))
     return [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")], logged
 
 
@@ -167,10 +169,8 @@ def test_the_rule_warns_on_the_walker2d_run_whose_q_ran_away_and_on_no_other(cap
         rows = list(csv.DictReader(f))
     warned = {}
     for seed in sorted({int(r["seed"]) for r in rows}):
-        bias = meow.ValueBias(1, ALPHA, GAMMA, "cpu")
-        for step, b in sorted((int(r["step"]), float(r["return"])) for r in rows if int(r["seed"]) == seed):
-            bias.review({"bias/episodes": 1, "bias/q_value": 0.0, "bias/soft_return": 0.0, "bias/normalised": b}, step)
-        warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+        steps, normalised = zip(*sorted((int(r["step"]), float(r["return"])) for r in rows if int(r["seed"]) == seed))
+        warnings, _ = review_series(normalised, capsys, steps=steps)
         if warnings:
             assert len(warnings) == 1
             warned[seed] = int(warnings[0].split("at step ")[1].split(":")[0])

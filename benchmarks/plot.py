@@ -211,8 +211,8 @@ def export(patterns, commit, csv_path, update=False, cpu=None, variant="ours", t
         # TensorBoard keeps float32: its shortest repr is exact and short
         rows += [(env_id, seed, step, str(np.float32(value)), commit, cpu, variant) for step, value in evals]
         last_step, last_value = evals[-1]
-        print("%s seed %d: %d evaluation%s, last at %s: %.0f"
-              % (env_id, seed, len(evals), "" if len(evals) == 1 else "s", format_steps(last_step), last_value))
+        print("%s seed %d: %d %s value%s, last at %s: %.6g"
+              % (env_id, seed, len(evals), tag, "" if len(evals) == 1 else "s", format_steps(last_step), last_value))
     if not rows:
         fail("none of the runs has a %r scalar" % tag)
     if update:

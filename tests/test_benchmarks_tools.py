@@ -131,8 +131,8 @@ def test_export_reads_the_newest_run_of_each_seed(tmp_path):
     result = run_tool("plot.py", ["--export", "runs/*", "--commit", "0123abcd", "--csv", "out.csv"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "same seed; using the newer one" in result.stderr
-    assert "Hopper-v4 seed 1: 3 evaluations, last at 30k: 1235" in result.stdout
-    assert "Walker2d-v4 seed 1: 1 evaluation, last at 10k: -4" in result.stdout
+    assert "Hopper-v4 seed 1: 3 eval/return values, last at 30k: 1234.57" in result.stdout
+    assert "Walker2d-v4 seed 1: 1 eval/return value, last at 10k: -3.5" in result.stdout
     here = [plot.this_cpu(), "ours"]
     assert read_csv(tmp_path / "out.csv") == [
         plot.COLUMNS,
@@ -225,6 +225,7 @@ def test_export_names_the_cpu_the_variant_and_reads_another_tag(tmp_path, monkey
     writer.add_scalar("eval/return", -1.0, 10000)  # not the tag asked for
     writer.close()
     assert plot.main(["--export", "runs", "--commit", "cccccccc", "--csv", "a.csv", "--tag", "Test/return", "--variant", "authors", "--cpu", "Intel Xeon"]) == 0
+    assert "Walker2d-v4 seed 1: 2 Test/return values, last at 20k: 1600\n" in capsys.readouterr().out
     assert read_csv(tmp_path / "a.csv") == [plot.COLUMNS, ["Walker2d-v4", "1", "10000", "5.0", "cccccccc", "Intel Xeon", "authors"],
                                             ["Walker2d-v4", "1", "20000", "1600.0", "cccccccc", "Intel Xeon", "authors"]]
     assert plot.main(["--export", "runs", "--commit", "cccccccc", "--csv", "b.csv"]) == 0

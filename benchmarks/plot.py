@@ -65,6 +65,7 @@ OLD_COLUMNS = COLUMNS[:5]  # files written before the cpu and variant columns: t
 TAG = "eval/return"
 RUN_NAME = re.compile(r"^(?P<env_id>.+?)__(?P<exp_name>.+)__(?P<seed>-?\d+)__(?P<time>\d+)$")
 PAPER_COLORS = {"MEow": "deepskyblue", "SAC": "orange"}  # the paper's own colours
+GROUP_COLORS = ["black", "crimson", "seagreen", "purple", "saddlebrown", "darkcyan", "olive", "deeppink", "slategray", "goldenrod"]
 
 Run = collections.namedtuple("Run", ["env_id", "exp_name", "seed", "time", "path"])
 
@@ -317,9 +318,11 @@ def plot_env(env_id, groups, commits, paper_curves, out_dir):
     their last step."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     last = 0
-    for (group, seeds), color in zip(sorted(groups.items()), ["black", "crimson", "seagreen", "purple", "saddlebrown"] * 10):
+    for i, (group, seeds) in enumerate(sorted(groups.items())):
+        # past the palette, the colours come round again with another line style (dashes are the paper's)
+        color, style = GROUP_COLORS[i % len(GROUP_COLORS)], ["-", ":", "-."][i // len(GROUP_COLORS) % 3]
         for seed, evals in sorted(seeds.items()):
-            ax.plot(*zip(*sorted(evals.items())), color=color, linewidth=0.8, alpha=0.5)
+            ax.plot(*zip(*sorted(evals.items())), color=color, linestyle=style, linewidth=0.8, alpha=0.5)
         group_last = max(max(evals) for evals in seeds.values())
         last = max(last, group_last)
         meaned = meaned_seeds(seeds)
@@ -332,7 +335,7 @@ def plot_env(env_id, groups, commits, paper_curves, out_dir):
         behind = "".join("; seed %s to %s" % (seed, format_steps(max(evals))) for seed, evals in sorted(seeds.items()) if seed not in meaned)
         what = ("mean of seeds %s%s, 95%% bootstrap band%s" % (", ".join(map(str, sorted(meaned))), reach, behind) if len(seeds) > 1
                 else "seed %s" % next(iter(seeds)))
-        ax.plot(steps, [np.mean(by_step[s]) for s in steps], color=color, linewidth=2, label="%s @ %s: %s" % (group, ", ".join(sorted(commits[group])), what))
+        ax.plot(steps, [np.mean(by_step[s]) for s in steps], color=color, linestyle=style, linewidth=2, label="%s @ %s: %s" % (group, ", ".join(sorted(commits[group])), what))
         if len(meaned) > 1:
             low, high = np.array([bootstrap_ci(by_step[s]) for s in steps]).T
             ax.fill_between(steps, low, high, color=color, alpha=0.15, linewidth=0)

@@ -371,6 +371,25 @@ def test_figure_mean_covers_the_seeds_whose_shared_steps_hold_the_most_evaluatio
     assert mean.get_label() == "ours @ abc1234: mean of seeds 1, 2, 3, 4 to 20k, 95% bootstrap band"
 
 
+def test_figure_tells_every_group_apart_from_the_others_and_from_the_paper(tmp_path, monkeypatch):
+    """Walker2d by CPU has six groups (two codes on three CPUs); a palette of five drew the first and the sixth
+    in the same black."""
+    drawn = []
+    monkeypatch.setattr(plot.plt, "close", drawn.append)
+    for n_groups in (6, 25):
+        groups = {"group %02d" % g: {1: {10_000: g, 20_000: g}, 2: {10_000: g, 20_000: g}} for g in range(n_groups)}
+        paper = {"MEow": {10_000: 1.0, 20_000: 2.0}, "SAC": {10_000: 1.0, 20_000: 2.0}}
+        plot.plot_env("Walker2d-v4", groups, {group: {"abc1234"} for group in groups}, paper, str(tmp_path))
+        lines = drawn[-1].axes[0].get_lines()
+        means = [(line.get_color(), line.get_linestyle()) for line in lines if line.get_linewidth() == 2]
+        assert len(means) == n_groups and len(set(means)) == n_groups
+        paper_styles = {(line.get_color(), line.get_linestyle()) for line in lines if line.get_label().startswith("paper")}
+        assert len(paper_styles) == 2 and not paper_styles & set(means)
+        for line in lines:  # each seed's thin line in its group's colour and style
+            if line.get_linewidth() == 0.8:
+                assert (line.get_color(), line.get_linestyle()) in means
+
+
 def test_figure_labels_each_group_with_its_own_commits(tmp_path, monkeypatch):
     rows = [plot.COLUMNS] + [["Walker2d-v4", "1", str(step), "100", commit, "AMD", variant]
                              for variant, commit in (("ours", "abc1234"), ("authors", "def5678")) for step in (10000, 20000)]

@@ -352,9 +352,15 @@ def plot_env(env_id, groups, commits, paper_curves, out_dir):
     ax.set_xlim(0, last)
     ax.set_ylabel("evaluation return (deterministic policy)")
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    entries = len(ax.get_legend_handles_labels()[0])
+    if entries > 3:  # below the axes, where it hides no curve: the figure grows by its height
+        fig.set_size_inches(7, 4.5 + 0.13 * entries)
+        fig.set_layout_engine("constrained")
+        fig.legend(fontsize=7, loc="outside lower center")
+    else:
+        if entries:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
     path = os.path.join(out_dir, "%s_eval_return.png" % env_id)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -390,6 +390,27 @@ def test_figure_tells_every_group_apart_from_the_others_and_from_the_paper(tmp_p
                 assert (line.get_color(), line.get_linestyle()) in means
 
 
+def test_a_legend_of_more_than_three_entries_goes_below_the_axes_and_a_short_one_stays_inside(tmp_path, monkeypatch):
+    """Six groups and the paper's two curves: inside the axes the legend hid the top third of the curves."""
+    drawn = []
+    monkeypatch.setattr(plot.plt, "close", drawn.append)
+    paper = {"MEow": {10_000: 1.0, 20_000: 2.0}, "SAC": {10_000: 1.0, 20_000: 2.0}}
+    for n_groups in (1, 6):
+        groups = {"group %d" % g: {1: {10_000: g, 20_000: g}, 2: {10_000: g, 20_000: g}} for g in range(n_groups)}
+        plot.plot_env("Walker2d-v4", groups, {group: {"abc1234"} for group in groups}, paper, str(tmp_path))
+    inside, below = drawn
+    (ax,) = inside.axes
+    assert ax.get_legend() is not None and not inside.legends
+    (ax,) = below.axes
+    assert ax.get_legend() is None
+    (legend,) = below.legends
+    assert len(legend.get_texts()) == 8
+    renderer = below.canvas.get_renderer()
+    box, axes_box, figure_box = legend.get_window_extent(renderer), ax.get_tightbbox(renderer), below.bbox
+    assert box.y1 <= axes_box.y0  # under the axes and their tick labels
+    assert figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1 and figure_box.y0 <= box.y0  # and not cut off
+
+
 def test_figure_labels_each_group_with_its_own_commits(tmp_path, monkeypatch):
     rows = [plot.COLUMNS] + [["Walker2d-v4", "1", str(step), "100", commit, "AMD", variant]
                              for variant, commit in (("ours", "abc1234"), ("authors", "def5678")) for step in (10000, 20000)]

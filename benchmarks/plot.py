@@ -7,7 +7,10 @@ Two steps, so that anyone can redraw the figures and the table from the committe
    WORKDIR/runs/{env_id}__{exp_name}__{seed}__{unix_time}/. It writes every `eval/return` point
    (the deterministic policy's mean test return, what the paper reports) to --csv with columns
    env, seed, step, return, commit, cpu, variant; --commit names the code the runs were made with
-   (they all come from one checkout). One experiment per file: the CSV has no exp_name column. A
+   (they all come from one checkout). --tag exports another scalar; the fourth column is then named
+   after it (`return` stays for an evaluation return such as the authors' Test/return), so that no
+   file mixes two quantities and only returns are drawn against the paper. One experiment per file:
+   the CSV has no exp_name column. A
    seed that was run several times counts once, with its newest run. The file is replaced only once
    every run has been read. With --update, the runs replace only their own (env, seed, cpu, variant)
    rows in the existing --csv and its other rows stay: seeds run on different machines, or run
@@ -63,6 +66,7 @@ PAPER_CSV = os.path.join(HERE, "paper_results.csv")
 COLUMNS = ["env", "seed", "step", "return", "commit", "cpu", "variant"]
 OLD_COLUMNS = COLUMNS[:5]  # files written before the cpu and variant columns: their runs are "ours", on an unnamed CPU
 TAG = "eval/return"
+RETURN = "return"
 RUN_NAME = re.compile(r"^(?P<env_id>.+?)__(?P<exp_name>.+)__(?P<seed>-?\d+)__(?P<time>\d+)$")
 PAPER_COLORS = {"MEow": "deepskyblue", "SAC": "orange"}  # the paper's own colours
 GROUP_COLORS = ["black", "crimson", "seagreen", "purple", "saddlebrown", "darkcyan", "olive", "deeppink", "slategray", "goldenrod"]
@@ -185,16 +189,30 @@ def this_cpu(cpuinfo="/proc/cpuinfo"):
     return name + (" (AVX2)" if "avx2" in flags and "avx512f" not in flags else "")
 
 
+def value_column(tag):
+    """The name of the fourth column for the scalar `tag`: `return` for an evaluation return, the tag itself otherwise."""
+    return RETURN if tag.rsplit("/", 1)[-1] == RETURN else tag
+
+
+def held_value(header):
+    """The fourth column's name in a results CSV's first line, or None where the line is not one."""
+    return header[3] if header and len(header) == len(COLUMNS) and header[:3] + header[4:] == COLUMNS[:3] + COLUMNS[4:] else None
+
+
 def run_key(row):
     """(env, seed, cpu, variant): one run of a results CSV, whose rows are its evaluations."""
     return row[0], int(row[1]), row[5], row[6]
 
 
-def kept_rows(csv_path, replaced):
-    """The rows of an existing results CSV whose run is not in `replaced`, for --update."""
+def kept_rows(csv_path, replaced, quantity):
+    """The rows of an existing results CSV of `quantity` whose run is not in `replaced`, for --update."""
     if not os.path.isfile(csv_path):
         fail("--update: no such file: %s (leave --update out to write a new one)" % csv_path)
-    read_results(csv_path, by_cpu=True)  # the same checks as for plotting, before anything is written
+    with open(csv_path, newline="") as f:
+        held = held_value(next(csv.reader(f), None))
+    if held not in (None, quantity):
+        fail("--update: %s holds %s values and this export reads %s: one quantity per file" % (csv_path, held, quantity))
+    read_results(csv_path, by_cpu=True, quantity=quantity)  # the same checks as for plotting, before anything is written
     with open(csv_path, newline="") as f:
         rows = list(csv.reader(f))[1:]
     rows = [tuple(row) + ("", "ours")[len(row) - len(COLUMNS):] if len(row) < len(COLUMNS) else tuple(row) for row in rows]
@@ -217,13 +235,13 @@ def export(patterns, commit, csv_path, update=False, cpu=None, variant="ours", t
     if not rows:
         fail("none of the runs has a %r scalar" % tag)
     if update:
-        kept = kept_rows(csv_path, {run_key(row) for row in rows})
+        kept = kept_rows(csv_path, {run_key(row) for row in rows}, value_column(tag))
         print("kept %d rows of %d other runs from %s" % (len(kept), len({run_key(row) for row in kept}), csv_path))
         rows = sorted(rows + kept, key=lambda row: (row[0], row[6], row[5], int(row[1]), int(row[2])))
     os.makedirs(os.path.dirname(csv_path) or ".", exist_ok=True)
     with open(csv_path + ".tmp", "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(COLUMNS)
+        writer.writerow(COLUMNS[:3] + [value_column(tag)] + COLUMNS[4:])
         writer.writerows(rows)
     os.replace(csv_path + ".tmp", csv_path)  # never a half-written file in its place
     print("wrote %d rows to %s" % (len(rows), csv_path), file=sys.stderr)
@@ -232,9 +250,9 @@ def export(patterns, commit, csv_path, update=False, cpu=None, variant="ours", t
 # --- plot and table: CSV -> figures and Markdown
 
 
-def read_results(csv_path, by_cpu=False):
-    """{env: {group: {seed: {step: return}}}} and {env: {group: set of commits}}. A group is the variant
-    (the code that made the runs), with the CPU model when by_cpu."""
+def read_results(csv_path, by_cpu=False, quantity=RETURN):
+    """{env: {group: {seed: {step: value}}}} and {env: {group: set of commits}} from a CSV whose fourth
+    column is `quantity`. A group is the variant (the code that made the runs), with the CPU model when by_cpu."""
     if not os.path.isfile(csv_path):
         fail("no such file: %s (write it with --export)" % csv_path)
     results = collections.defaultdict(lambda: collections.defaultdict(lambda: collections.defaultdict(dict)))
@@ -243,8 +261,11 @@ def read_results(csv_path, by_cpu=False):
     with open(csv_path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
-        if header not in (COLUMNS, OLD_COLUMNS):
-            fail("%s: the first line must be %s" % (csv_path, ",".join(COLUMNS)))
+        columns = COLUMNS[:3] + [quantity] + COLUMNS[4:]
+        if held_value(header) not in (None, quantity):
+            fail("%s holds %s values, not evaluation returns: the table and figures are of returns" % (csv_path, held_value(header)))
+        if header not in (columns, columns[:5] if quantity == RETURN else None):
+            fail("%s: the first line must be %s" % (csv_path, ",".join(columns)))
         for line, row in enumerate(reader, start=2):
             try:
                 env_id, seed, step, value, commit, cpu, variant = row + ["", "ours"][len(row) - len(COLUMNS):] if len(header) < len(COLUMNS) else row
@@ -252,7 +273,7 @@ def read_results(csv_path, by_cpu=False):
             except ValueError:
                 fail("%s line %d: expected %s (got %r)" % (csv_path, line, ",".join(header), ",".join(row)))
             if not math.isfinite(value):
-                fail("%s line %d: the return must be a finite number (got %r)" % (csv_path, line, row[3]))
+                fail("%s line %d: the %s must be a finite number (got %r)" % (csv_path, line, quantity, row[3]))
             group = variant + (", %s" % (cpu or "unknown CPU") if by_cpu else "")
             cpus[env_id, group, seed].add(cpu)
             if len(cpus[env_id, group, seed]) > 1:

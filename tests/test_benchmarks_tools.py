@@ -233,6 +233,45 @@ def test_export_names_the_cpu_the_variant_and_reads_another_tag(tmp_path, monkey
     capsys.readouterr()
 
 
+def test_a_scalar_other_than_a_return_gets_its_own_column_and_never_joins_a_file_of_returns(tmp_path, monkeypatch, capsys):
+    """--tag bias/normalised names the fourth column after the tag: --update refuses to mix it into a file of
+    evaluation returns (and the reverse), and the table and figures, which set returns against the paper's,
+    refuse the file; each with one error line and the file left as it was."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    monkeypatch.chdir(tmp_path)
+    writer = SummaryWriter(str(tmp_path / "runs" / "Walker2d-v4__meow_continuous_action__1__100"))
+    for step, (ret, bias) in ((10000, (300.0, 0.5)), (20000, (1600.0, -0.25))):
+        writer.add_scalar("eval/return", ret, step)
+        writer.add_scalar("bias/normalised", bias, step)
+    writer.close()
+    assert plot.main(["--export", "runs", "--commit", "cccccccc", "--csv", "bias.csv", "--tag", "bias/normalised", "--cpu", "AMD EPYC"]) == 0
+    assert plot.main(["--export", "runs", "--commit", "cccccccc", "--csv", "returns.csv", "--cpu", "AMD EPYC"]) == 0
+    assert read_csv(tmp_path / "bias.csv") == [["env", "seed", "step", "bias/normalised", "commit", "cpu", "variant"],
+                                               ["Walker2d-v4", "1", "10000", "0.5", "cccccccc", "AMD EPYC", "ours"],
+                                               ["Walker2d-v4", "1", "20000", "-0.25", "cccccccc", "AMD EPYC", "ours"]]
+    assert read_csv(tmp_path / "returns.csv")[0] == plot.COLUMNS
+    # the same quantity updates as before
+    assert plot.main(["--export", "runs", "--commit", "dddddddd", "--csv", "bias.csv", "--tag", "bias/normalised", "--cpu", "AMD EPYC", "--update"]) == 0
+    assert read_csv(tmp_path / "bias.csv")[1][4] == "dddddddd"
+    capsys.readouterr()
+    before = {name: (tmp_path / name).read_text() for name in ("bias.csv", "returns.csv")}
+    cases = [
+        (["--export", "runs", "--commit", "eeeeeee", "--csv", "returns.csv", "--tag", "bias/normalised", "--update"],
+         "error: --update: returns.csv holds return values and this export reads bias/normalised: one quantity per file"),
+        (["--export", "runs", "--commit", "eeeeeee", "--csv", "bias.csv", "--update"],
+         "error: --update: bias.csv holds bias/normalised values and this export reads return: one quantity per file"),
+        (["--csv", "bias.csv"], "error: bias.csv holds bias/normalised values, not evaluation returns: the table and figures are of returns"),
+    ]
+    for args, message in cases:
+        with pytest.raises(SystemExit) as exit:
+            plot.main(args)
+        out, err = capsys.readouterr()
+        assert exit.value.code == 2 and err == message + "\n", (args, err)
+        assert {name: (tmp_path / name).read_text() for name in before} == before
+        assert sorted(os.listdir(tmp_path)) == ["bias.csv", "returns.csv", "runs"]
+
+
 def test_table_by_cpu_gives_bootstrap_intervals_and_counts_the_seeds_above_a_return(tmp_path, capsys):
     rows = [plot.COLUMNS]
     for cpu, seed, values in (("AMD", 1, (400, 2000)), ("AMD", 2, (600, 1400)), ("Intel", 1, (300, 500)), ("Intel", 2, (1600, 700))):

@@ -162,14 +162,14 @@ def test_no_warning_on_a_series_that_does_not_stay_out_of_bounds(series, capsys)
 
 def test_the_rule_warns_on_the_walker2d_run_whose_q_ran_away_and_on_no_other(capsys):
     """tests/data/walker2d_bias_normalised_amd_epyc_avx2.csv: `bias/normalised` at every log point of our Walker2d-v4
-    seeds 1-5 at 18381d0 on the AMD EPYC without AVX-512 (`plot.py --export ... --tag bias/normalised`: the CSV's
-    `return` column holds it). Seed 5's Q ran away from 60k on and its run warned at 65k; seeds 1-4 (one walks
+    seeds 1-5 at 18381d0 on the AMD EPYC without AVX-512 (`plot.py --export ... --tag bias/normalised`, its fourth
+    column). Seed 5's Q ran away from 60k on and its run warned at 65k; seeds 1-4 (one walks
     from 170k, three fall) did not warn. Replayed through the rule, the series give the same."""
     with open(os.path.join(os.path.dirname(__file__), "data", "walker2d_bias_normalised_amd_epyc_avx2.csv")) as f:
         rows = list(csv.DictReader(f))
     warned = {}
     for seed in sorted({int(r["seed"]) for r in rows}):
-        steps, normalised = zip(*sorted((int(r["step"]), float(r["return"])) for r in rows if int(r["seed"]) == seed))
+        steps, normalised = zip(*sorted((int(r["step"]), float(r["bias/normalised"])) for r in rows if int(r["seed"]) == seed))
         warnings, _ = review_series(normalised, capsys, steps=steps)
         if warnings:
             assert len(warnings) == 1

@@ -193,7 +193,7 @@ def test_bad_settings_fail_early_without_writing(tmp_path):
     assert not os.path.exists(tmp_path / "fig.png")
 
 
-# ---------------------------------------------------------------- the exact soft-optimal policy (issue 19)
+# ---------------------------------------------------------------- the exact soft-optimal policy
 sys.path.insert(0, os.path.join(ROOT, "examples"))  # multigoal_modes imports its two neighbours by name
 import multigoal_modes as mm  # noqa: E402
 import soft_optimal as so  # noqa: E402
@@ -405,7 +405,7 @@ def test_modes_script_rejects_bad_settings_before_any_work(tmp_path, overrides, 
     assert not figure.exists()
 
 
-# ---------------------------------------------------------------- a fork's network on the toy (issue 27)
+# ---------------------------------------------------------------- a fork's network on the toy
 def test_a_forks_network_trains_on_the_toy_and_is_measured(tmp_path, capsys):
     from test_ablations import make_fork
 

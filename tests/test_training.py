@@ -438,7 +438,7 @@ def test_shipped_model_loads_for_its_env(env_id):
     assert len(returns) == 1 and np.isfinite(returns[0])
 
 
-# ------------------------------------------------------------------ what surprises users (issue 17)
+# ------------------------------------------------------------------ what surprises users
 def test_episode_tags_share_the_x_axis_of_every_other_tag(tmp_path, monkeypatch):
     """An episode that ends with the env's 8th step is logged at step 8, as a loss read after that step is."""
     monkeypatch.chdir(tmp_path)

@@ -190,8 +190,10 @@ def this_cpu(cpuinfo="/proc/cpuinfo"):
 
 
 def value_column(tag):
-    """The name of the fourth column for the scalar `tag`: `return` for an evaluation return, the tag itself otherwise."""
-    return RETURN if tag.rsplit("/", 1)[-1] == RETURN else tag
+    """The name of the fourth column for the scalar `tag`: `return` for an evaluation return (a tag whose last
+    part is `return` or `return_*`, such as the stochastic evaluation of the Fig. 7 fork), the tag itself otherwise."""
+    last = tag.rsplit("/", 1)[-1]
+    return RETURN if last == RETURN or last.startswith(RETURN + "_") else tag
 
 
 def held_value(header):

@@ -251,6 +251,8 @@ def test_a_scalar_other_than_a_return_gets_its_own_column_and_never_joins_a_file
                                                ["Walker2d-v4", "1", "10000", "0.5", "cccccccc", "AMD EPYC", "ours"],
                                                ["Walker2d-v4", "1", "20000", "-0.25", "cccccccc", "AMD EPYC", "ours"]]
     assert read_csv(tmp_path / "returns.csv")[0] == plot.COLUMNS
+    assert [plot.value_column(tag) for tag in ("Test/return", "eval/return_stochastic", "bias/soft_return", "charts/episodic_return")] == [
+        "return", "return", "bias/soft_return", "charts/episodic_return"]
     # the same quantity updates as before
     assert plot.main(["--export", "runs", "--commit", "dddddddd", "--csv", "bias.csv", "--tag", "bias/normalised", "--cpu", "AMD EPYC", "--update"]) == 0
     assert read_csv(tmp_path / "bias.csv")[1][4] == "dddddddd"

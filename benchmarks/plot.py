@@ -196,9 +196,14 @@ def value_column(tag):
     return RETURN if last == RETURN or last.startswith(RETURN + "_") else tag
 
 
+def header_of(quantity):
+    """The first line of a results CSV whose fourth column is `quantity`."""
+    return COLUMNS[:3] + [quantity] + COLUMNS[4:]
+
+
 def held_value(header):
     """The fourth column's name in a results CSV's first line, or None where the line is not one."""
-    return header[3] if header and len(header) == len(COLUMNS) and header[:3] + header[4:] == COLUMNS[:3] + COLUMNS[4:] else None
+    return header[3] if header and len(header) == len(COLUMNS) and header == header_of(header[3]) else None
 
 
 def run_key(row):
@@ -243,7 +248,7 @@ def export(patterns, commit, csv_path, update=False, cpu=None, variant="ours", t
     os.makedirs(os.path.dirname(csv_path) or ".", exist_ok=True)
     with open(csv_path + ".tmp", "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(COLUMNS[:3] + [value_column(tag)] + COLUMNS[4:])
+        writer.writerow(header_of(value_column(tag)))
         writer.writerows(rows)
     os.replace(csv_path + ".tmp", csv_path)  # never a half-written file in its place
     print("wrote %d rows to %s" % (len(rows), csv_path), file=sys.stderr)
@@ -263,7 +268,7 @@ def read_results(csv_path, by_cpu=False, quantity=RETURN):
     with open(csv_path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
-        columns = COLUMNS[:3] + [quantity] + COLUMNS[4:]
+        columns = header_of(quantity)
         if held_value(header) not in (None, quantity):
             fail("%s holds %s values, not evaluation returns: the table and figures are of returns" % (csv_path, held_value(header)))
         if header not in (columns, columns[:5] if quantity == RETURN else None):

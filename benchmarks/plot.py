@@ -268,10 +268,10 @@ def read_results(csv_path, by_cpu=False, quantity=RETURN):
     with open(csv_path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
-        columns = header_of(quantity)
-        if held_value(header) not in (None, quantity):
-            fail("%s holds %s values, not evaluation returns: the table and figures are of returns" % (csv_path, held_value(header)))
-        if header not in (columns, columns[:5] if quantity == RETURN else None):
+        columns, held = header_of(quantity), held_value(header)
+        if held not in (None, quantity):
+            fail("%s holds %s values, not evaluation returns: the table and figures are of returns" % (csv_path, held))
+        if header not in (columns, OLD_COLUMNS if quantity == RETURN else None):
             fail("%s: the first line must be %s" % (csv_path, ",".join(columns)))
         for line, row in enumerate(reader, start=2):
             try:

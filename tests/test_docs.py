@@ -231,9 +231,37 @@ def test_documented_command_is_accepted_by_its_scripts_parser(script, argv, requ
     check_command(script, argv)
 
 
+def table_commands():
+    """The documented plot.py commands that read a committed results CSV (no --export): they are run."""
+    found = []
+    for param in COMMANDS:
+        script, argv = param.values
+        if script == "benchmarks/plot.py" and "--export" not in argv and "--csv" in argv:
+            if os.path.isfile(os.path.join(ROOT, argv[argv.index("--csv") + 1])):
+                found.append(pytest.param(argv, id=param.id))
+    return found
+
+
+@pytest.mark.parametrize("argv", table_commands())
+def test_documented_table_command_runs_on_the_committed_csv(argv, tmp_path, monkeypatch, capsys):
+    """A parser accepts a command that the CSV it names then refuses (e.g. a seed run on two CPUs
+    without --by-cpu): such a command is run here, its figures drawn into a scratch folder."""
+    plot = load_script("benchmarks/plot.py")
+    monkeypatch.chdir(ROOT)
+    argv = list(argv)
+    if "--out-dir" in argv:
+        argv[argv.index("--out-dir") + 1] = str(tmp_path)
+    try:
+        code = plot.main(argv)
+    except SystemExit as e:
+        code = e.code
+    assert code == 0, capsys.readouterr().err
+
+
 def test_the_docs_hold_commands_to_check():
     files = {param.id.split(":")[0] for param in COMMANDS}
     assert "README.md" in files and len(COMMANDS) >= 5, sorted(files)
+    assert len(table_commands()) >= 5
 
 
 def test_a_renamed_flag_fails():

@@ -1,5 +1,6 @@
 """The docs stay true: every `python SCRIPT.py ...` command in README.md and docs/*.md is accepted by that
-script's own argument parser (nothing is run), and every image and relative link points at a file.
+script's own argument parser (nothing is run), every `plot.py` command that reads a committed results CSV
+runs on it, and every image and relative link points at a file.
 
 Commands are taken from fenced code blocks, indented code lines and inline code spans. A shell line is
 split at `&&`, `||`, `;`, `|` and `&`, continuation backslashes are joined, `# comments` and redirections

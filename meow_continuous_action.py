@@ -531,7 +531,7 @@ def main(args):
     if args.save_model:
         read_and_check({}, policy, args.total_timesteps, args, writer)
         path = os.path.join(run_dir, "%s.pt" % args.exp_name)
-        torch.save(model_state(policy, args, obs_dim, act_dim, args.total_timesteps), path)
+        save_checkpoint(path, model_state(policy, args, obs_dim, act_dim, args.total_timesteps))
         print("model saved to %s" % path)
     env.close()
     eval_env.close()
@@ -959,7 +959,8 @@ def set_rng_state(state):
 
 
 def save_checkpoint(path, state):
-    """torch.save through a temporary file, so a run killed while saving keeps its previous checkpoint."""
+    """torch.save through a temporary file, so that a run killed while saving leaves no half-written
+    checkpoint or model in `path` (a previous checkpoint stays; run_seeds.py --resume counts a model file as a finished run)."""
     tmp = path + ".tmp"
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -1069,8 +1070,16 @@ def set_env_rng_state(env, state):
 MACHINE_FLAGS = ("cuda", "torch_threads", "compile", "track", "wandb_project_name", "wandb_entity", "capture_video")
 
 
+def check_not_isaac_file(ckpt, path):
+    """meow_isaacgym.py saves the same network, but its policy reads standardised observations."""
+    if "obs_rms" in ckpt:
+        raise ConfigError("%s is a meow_isaacgym.py model or checkpoint (its policy reads standardised observations): "
+                          "evaluate or resume it with meow_isaacgym.py" % path)
+
+
 def resume_args(args):
     ckpt = load_checkpoint(args.resume)
+    check_not_isaac_file(ckpt, args.resume)
     check_resumable(ckpt, args.resume)
     return resumed_args(args, ckpt), ckpt
 
@@ -1078,6 +1087,7 @@ def resume_args(args):
 def load_policy(path, device="cpu"):
     """The policy of a saved model or checkpoint (its weights alone), the args it was saved with, and the file's dict."""
     ckpt = load_checkpoint(path)
+    check_not_isaac_file(ckpt, path)
     saved = saved_args(ckpt["args"], path, needed=("env_id", "alpha", "sigma_max", "sigma_min"))
     policy = FlowPolicy(ckpt["obs_dim"], ckpt["act_dim"], saved.alpha, saved.sigma_max, saved.sigma_min).to(device)
     policy.load_state_dict(ckpt["model"])
@@ -1086,6 +1096,8 @@ def load_policy(path, device="cpu"):
 
 def evaluate_checkpoint(args):
     """--eval-checkpoint: the deterministic policy of a saved model, no training and no buffer."""
+    if args.eval_episodes < 1:
+        raise ConfigError("--eval-episodes must be >= 1")
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     policy, saved, ckpt = load_policy(args.eval_checkpoint, device)
     check_env_id(saved.env_id)

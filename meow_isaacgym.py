@@ -674,8 +674,20 @@ def main(args):
     obs, dones = envs.reset()
     rate = RecentRate(start_iteration * n)
     stop = StopSignal(args.save_model)
-    # the first vectorized step with a non-finite observation, and action (-1: none), read at log points (no host sync)
+    # the first vectorized step with a non-finite observation, and action (-1: none), kept on the device (no host sync per step)
     first_not_finite = torch.full((2,), -1, dtype=torch.long, device=device)
+
+    def checked(scalars, step):
+        """read_and_check, after which the first non-finite observation or action stops the run: read here, at
+        log points and before any file is saved, so that no checkpoint holds them in its buffer."""
+        bad_obs, bad_action = first_not_finite.tolist()
+        if bad_obs >= 0 and not 0 <= bad_action <= bad_obs:  # the envs' fault, not a policy's NaN action stepped
+            stop_on_bad_input("an observation of the envs", (bad_obs + 1) * n, writer)
+        scalars = read_and_check(scalars, policy, step, args, writer)
+        if bad_action >= 0:
+            stop_on_bad_input("an action of the policy", bad_action * n, writer)
+        return scalars
+
     for iteration in range(start_iteration, iterations):
         if iteration < args.learning_starts:
             actions = torch.rand(n, act_dim, device=device) * 2 - 1
@@ -717,12 +729,7 @@ def main(args):
                 batch = rb.sample(args.batch_size)
                 scalars.update(diagnostics(policy, batch._replace(obs=obs_rms(batch.obs))))
             scalars.update(bias.pop())
-            bad_obs, bad_action = first_not_finite.tolist()
-            if bad_obs >= 0 and not 0 <= bad_action <= bad_obs:  # the envs' fault, not a policy's NaN action stepped
-                stop_on_bad_input("an observation of the envs", (bad_obs + 1) * n, writer)
-            scalars = bias.review(read_and_check(scalars, policy, step, args, writer), step)
-            if bad_action >= 0:
-                stop_on_bad_input("an action of the policy", bad_action * n, writer)
+            scalars = bias.review(checked(scalars, step), step)
             sps = rate.add(step)
             scalars["charts/SPS"] = sps
             episodes, mean_return, mean_length, last_100 = envs.pop()
@@ -738,7 +745,7 @@ def main(args):
                    format_eta((args.total_timesteps - step) / sps) if loss is not None else "after learning starts")
             )
         if args.save_model and (crossed(prev_step, step, args.checkpoint_frequency) or stop.signum) and step < args.total_timesteps:
-            read_and_check({}, policy, step, args, writer)  # never save non-finite weights
+            checked({}, step)  # never save non-finite weights, or a buffer with non-finite observations
             # built in the call, so that its copy of the buffer is freed once written
             save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), dict(
                 model_state(),
@@ -750,9 +757,9 @@ def main(args):
                 stop.exit(os.path.join(run_dir, "checkpoint.pt"), step, writer)
 
     if args.save_model:
-        read_and_check({}, policy, args.total_timesteps, args, writer)
+        checked({}, args.total_timesteps)
         path = os.path.join(run_dir, "%s.pt" % args.exp_name)
-        torch.save(dict(model_state(), step=args.total_timesteps), path)
+        save_checkpoint(path, dict(model_state(), step=args.total_timesteps))
         print("model saved to %s" % path)
     envs.close()
     if eval_envs is not envs.env:
@@ -1201,7 +1208,8 @@ def set_rng_state(state):
 
 
 def save_checkpoint(path, state):
-    """torch.save through a temporary file, so a run killed while saving keeps its previous checkpoint."""
+    """torch.save through a temporary file, so that a run killed while saving leaves no half-written
+    checkpoint or model in `path` (a previous checkpoint stays; run_seeds.py --resume counts a model file as a finished run)."""
     tmp = path + ".tmp"
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -1315,6 +1323,8 @@ def resume_args(args):
 
 def evaluate_checkpoint(args):
     """--eval-checkpoint: the saved deterministic policy on its own backend and task."""
+    if args.eval_episodes < 1:
+        raise ConfigError("--eval-episodes must be >= 1")
     ckpt = load_checkpoint(args.eval_checkpoint)
     check_isaac_file(ckpt, args.eval_checkpoint)
     saved = saved_args(ckpt["args"], args.eval_checkpoint, needed=("env_backend", "task", "env_id", "alpha", "sigma_max", "sigma_min"))

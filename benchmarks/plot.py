@@ -458,7 +458,7 @@ def main(argv):
     parser.add_argument("--commit", help="with --export: the commit the runs were made with (e.g. abc1234)")
     parser.add_argument("--update", action="store_true", help="with --export: replace only these runs (env, seed, cpu, variant) in the existing --csv and keep its other rows")
     parser.add_argument("--cpu", help="with --export: the CPU model the runs ran on (default: this machine's, %r)" % this_cpu())
-    parser.add_argument("--variant", default="ours", help="with --export: names the code that made the runs, e.g. a fork or another implementation (default: %(default)s)")
+    parser.add_argument("--variant", help="with --export: names the code that made the runs, e.g. a fork or another implementation (default: ours)")
     parser.add_argument("--tag", help="with --export: the evaluation scalar to read (default: %s; the authors' MEow script logs Test/return)" % TAG)
     parser.add_argument("--csv", default="benchmarks/results/mujoco_300k.csv", help="the results CSV: written by --export, read otherwise (default: %(default)s)")
     parser.add_argument("--out-dir", help="write one figure per environment, OUT_DIR/{env}_eval_return.png (default: none, the table only)")
@@ -472,9 +472,9 @@ def main(argv):
     if args.export:
         if not re.fullmatch(r"[0-9a-f]{7,40}", args.commit or ""):
             fail("--export needs --commit with the runs' commit hash, 7 to 40 hex digits (got %r)" % args.commit)
-        export(args.export, args.commit, args.csv, args.update, args.cpu, args.variant, args.tag or TAG)
+        export(args.export, args.commit, args.csv, args.update, args.cpu, args.variant or "ours", args.tag or TAG)
         return 0
-    for flag in ("cpu", "tag"):
+    for flag in ("cpu", "tag", "variant"):
         if getattr(args, flag):
             fail("--%s goes with --export" % flag)
     if args.commit:

@@ -598,6 +598,7 @@ def test_plot_bad_input_gives_one_line_error_and_writes_nothing(tmp_path, monkey
         (["--update", "--csv", str(bad)], "error: --update goes with --export"),
         (["--cpu", "AMD EPYC", "--csv", str(bad)], "error: --cpu goes with --export"),
         (["--tag", "Test/return", "--csv", str(bad)], "error: --tag goes with --export"),
+        (["--variant", "authors", "--csv", str(bad)], "error: --variant goes with --export"),
         (["--csv", "missing.csv"], "error: no such file: missing.csv"),
         (["--csv", str(bad), "--steps", "10x"], "error: --steps takes positive step counts"),
         (["--csv", str(bad), "--no-such-flag"], "error: unrecognized arguments: --no-such-flag"),

@@ -400,6 +400,7 @@ def test_missing_isaacgym_is_one_line_and_nonzero(tmp_path):
         (["--env-backend", "gymnasium", "--sigma-min", "3"], "--sigma-min"),
         (["--env-backend", "gymnasium", "--num-envs", "2000"], "2^24"),
         (["--env-backend", "isaacgym", "--eval-checkpoint", "missing.pt"], "no checkpoint"),
+        (["--env-backend", "isaacgym", "--eval-checkpoint", "missing.pt", "--eval-episodes", "0"], "--eval-episodes must be >= 1"),
         (["--task", "Humanoid", "--num-envs", "4"], "--env-backend gymnasium"),
         (["--env-backend", "gymnasium", "--alpha", "nan"], "--alpha must be a finite number (got nan)"),
         (["--env-backend", "gymnasium", "--learning-rate", "inf"], "--learning-rate must be a finite number"),
@@ -558,3 +559,25 @@ def test_a_non_finite_observation_stops_the_isaac_loop_with_one_line(fake_isaacg
     assert exit_info.value.code == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line == "error: an observation of the envs is not finite at step %d; no model file was written" % (16 * 50)
+
+
+def test_no_checkpoint_is_written_after_a_non_finite_observation(fake_isaacgym, tmp_path, monkeypatch, capsys):
+    """A checkpoint due between the bad step and the next log point would otherwise hold the observation in its
+    buffer (and the error line's "no model file was written" would be false)."""
+    monkeypatch.chdir(tmp_path)
+    step = FakeVecTask.step
+
+    def nan_at_step_50(self, actions):
+        obs_dict, rewards, reset_buf, extras = step(self, actions)
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == 50:
+            obs_dict["obs"][3, 0] = float("inf")
+        return obs_dict, rewards, reset_buf, extras
+
+    monkeypatch.setattr(FakeVecTask, "step", nan_at_step_50)
+    with pytest.raises(SystemExit) as exit_info:
+        mig.main(isaac_args(log_frequency=16 * 60, save_model=True, save_buffer=True, checkpoint_frequency=16 * 55))
+    assert exit_info.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == "error: an observation of the envs is not finite at step %d; no model file was written" % (16 * 50)
+    assert [name for name in os.listdir(only_run_dir(tmp_path)) if ".pt" in name] == []

@@ -1,6 +1,7 @@
 """The training loop: replay buffer, episode boundaries, end-to-end runs, checkpoints, bad input."""
 import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -274,6 +275,7 @@ def test_paper_defaults_resolve_per_environment_and_flags_win():
         (["--alpha", "0"], "--alpha must be > 0"),
         (["--batch-size", "512", "--buffer-size", "100"], "larger than --buffer-size"),
         (["--eval-checkpoint", "missing.pt"], "no checkpoint at missing.pt"),
+        (["--eval-checkpoint", "missing.pt", "--eval-episodes", "0"], "--eval-episodes must be >= 1"),
         (["--learning-rate", "nan"], "--learning-rate must be a finite number (got nan)"),
         (["--alpha", "inf"], "--alpha must be a finite number (got inf)"),
         (["--max-grad-norm", "-inf"], "--max-grad-norm must be a finite number"),
@@ -543,6 +545,44 @@ def test_resume_takes_machine_flags_from_the_command_line_and_refuses_to_shrink(
         with pytest.raises(meow.ConfigError, match="--total-timesteps \\(%d\\) must be above the checkpoint's step \\(%d\\)" % (total, ckpt["step"])):
             meow.resume_args(meow.Args(resume=tiny_checkpoint, total_timesteps=total))
     assert meow.resume_args(meow.Args(resume=tiny_checkpoint, total_timesteps=ckpt["step"] + 1))[0].total_timesteps == ckpt["step"] + 1
+
+
+def test_a_meow_isaacgym_file_is_refused_not_fed_raw_observations(tiny_checkpoint, tmp_path):
+    """meow_isaacgym.py saves the same network with an observation normaliser; this script has none, so
+    evaluating (or filming, or resuming) such a file here would act on unstandardised observations."""
+    ckpt = torch.load(tiny_checkpoint, weights_only=False)
+    ckpt["obs_rms"] = {"mean": torch.zeros(1), "var": torch.ones(1), "count": torch.tensor(1.0)}
+    isaac_file = str(tmp_path / "isaac_checkpoint.pt")
+    torch.save(ckpt, isaac_file)
+    message = "is a meow_isaacgym.py model or checkpoint (its policy reads standardised observations)"
+    for call in (lambda: meow.load_policy(isaac_file), lambda: meow.evaluate_checkpoint(meow.Args(eval_checkpoint=isaac_file)),
+                 lambda: meow.resume_args(meow.Args(resume=isaac_file))):
+        with pytest.raises(meow.ConfigError, match=re.escape(message)):
+            call()
+    del ckpt["obs_rms"]
+    torch.save(ckpt, isaac_file)
+    assert meow.load_policy(isaac_file)[1].env_id == "MeowCounting-v0"
+
+
+def test_a_run_killed_while_writing_its_model_leaves_no_model_file(tmp_path, monkeypatch):
+    """run_seeds.py --resume takes a run whose model file exists for finished: a half-written one must never
+    stand in its place."""
+    monkeypatch.chdir(tmp_path)
+    save = torch.save
+
+    def killed_while_saving_the_model(obj, path, *a, **kw):
+        if os.path.basename(str(path)).startswith("meow_continuous_action.pt"):
+            with open(path, "wb") as f:
+                f.write(b"half a file")
+            raise KeyboardInterrupt
+        return save(obj, path, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", killed_while_saving_the_model)
+    with pytest.raises(KeyboardInterrupt):
+        meow.main(tiny_args())
+    (run_dir,) = glob.glob("runs/*")
+    assert os.path.isfile(os.path.join(run_dir, "checkpoint.pt"))  # the run got as far as its end
+    assert not os.path.exists(os.path.join(run_dir, "meow_continuous_action.pt"))
 
 
 def test_a_file_of_another_version_fails_with_one_line_naming_the_fields(tiny_checkpoint, tmp_path):

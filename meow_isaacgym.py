@@ -1184,10 +1184,14 @@ class ValueBias:
         return values
 
     def state_dict(self):
-        return {"streak": self.streak, "warned": self.warned}
+        """For checkpoints: the warning's state and the episodes finished since the last log point (a run resumed
+        from a checkpoint between two log points logs at the next one what the uninterrupted run logs)."""
+        return {"streak": self.streak, "warned": self.warned, "finished": self.finished}
 
     def load_state_dict(self, state):
         self.streak, self.warned = state["streak"], state["warned"]
+        if "finished" in state:  # absent from checkpoints of earlier versions
+            self.finished = state["finished"].to(self.finished)
 
 
 # Checkpoints and RNG state

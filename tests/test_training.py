@@ -120,6 +120,8 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch):
     (run_dir,) = glob.glob("runs/*")
     uninterrupted = torch.load(os.path.join(run_dir, "meow_continuous_action.pt"), weights_only=False)["model"]
     evals_before = scalars(run_dir, "eval/return")
+    bias_tags = ("bias/q_value", "bias/soft_return", "bias/normalised")
+    bias_before = {tag: scalars(run_dir, tag) for tag in bias_tags}
     # the checkpoint left on disk is the one a run killed after it would resume from
     meow.main(meow.Args(resume=os.path.join(run_dir, "checkpoint.pt")))
     resumed = torch.load(os.path.join(run_dir, "meow_continuous_action.pt"), weights_only=False)["model"]
@@ -129,6 +131,11 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch):
     steps = [s for s, _ in evals_after]
     assert steps == sorted(set(steps)) == [40, 80, 120, 160]  # no gap, no duplicate
     assert np.allclose([v for _, v in evals_after], [v for _, v in evals_before], atol=1e-4)
+    # the log point after the checkpoint measures the episodes finished on both sides of it, as the uninterrupted run's did
+    for tag in bias_tags:
+        after = scalars(run_dir, tag)
+        assert [s for s, _ in after] == [s for s, _ in bias_before[tag]] and len(after) >= 5, tag
+        assert np.allclose([v for _, v in after], [v for _, v in bias_before[tag]], rtol=1e-5, atol=1e-5), tag
 
 
 def test_a_run_resumed_near_its_end_compiles_as_the_uninterrupted_one_did(tmp_path, monkeypatch):

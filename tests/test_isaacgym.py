@@ -542,18 +542,23 @@ def test_the_papers_curve_is_the_mean_return_of_the_last_100_finished_episodes()
     assert len(finished) > 100
 
 
-def test_a_non_finite_observation_stops_the_isaac_loop_with_one_line(fake_isaacgym, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+def non_finite_observation_at_step_50(monkeypatch, value):
+    """The fake task's 50th vectorized step returns `value` in one env's observation."""
     step = FakeVecTask.step
 
-    def nan_at_step_50(self, actions):
+    def patched(self, actions):
         obs_dict, rewards, reset_buf, extras = step(self, actions)
         self.calls = getattr(self, "calls", 0) + 1
         if self.calls == 50:
-            obs_dict["obs"][3, 0] = float("nan")
+            obs_dict["obs"][3, 0] = value
         return obs_dict, rewards, reset_buf, extras
 
-    monkeypatch.setattr(FakeVecTask, "step", nan_at_step_50)
+    monkeypatch.setattr(FakeVecTask, "step", patched)
+
+
+def test_a_non_finite_observation_stops_the_isaac_loop_with_one_line(fake_isaacgym, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    non_finite_observation_at_step_50(monkeypatch, float("nan"))
     with pytest.raises(SystemExit) as exit_info:
         mig.main(isaac_args(log_frequency=16 * 60, save_model=True))
     assert exit_info.value.code == 1
@@ -565,16 +570,7 @@ def test_no_checkpoint_is_written_after_a_non_finite_observation(fake_isaacgym, 
     """A checkpoint due between the bad step and the next log point would otherwise hold the observation in its
     buffer (and the error line's "no model file was written" would be false)."""
     monkeypatch.chdir(tmp_path)
-    step = FakeVecTask.step
-
-    def nan_at_step_50(self, actions):
-        obs_dict, rewards, reset_buf, extras = step(self, actions)
-        self.calls = getattr(self, "calls", 0) + 1
-        if self.calls == 50:
-            obs_dict["obs"][3, 0] = float("inf")
-        return obs_dict, rewards, reset_buf, extras
-
-    monkeypatch.setattr(FakeVecTask, "step", nan_at_step_50)
+    non_finite_observation_at_step_50(monkeypatch, float("inf"))
     with pytest.raises(SystemExit) as exit_info:
         mig.main(isaac_args(log_frequency=16 * 60, save_model=True, save_buffer=True, checkpoint_frequency=16 * 55))
     assert exit_info.value.code == 1

@@ -9,14 +9,16 @@ Actions: uniform in [-1, 1] from numpy's RandomState(--seed), one row per step w
 do (so both installs take the same actions however their episodes end), or the deterministic policy of
 a model file (closed loop: its actions follow the observations). The env is the training script's
 (make_env: actions rescaled onto the box), reset with --seed and then between episodes from its own RNG.
---compare prints both installs, each rollout's return, and the first step at which the observations
-part by more than each of 1e-12, 1e-9, 1e-6, 1e-3 and 0.1 (largest absolute difference).
+--compare prints both installs, each rollout's return, and the index of the first observation (counted
+from the first reset's, every reset's included) at which they part by more than each of 1e-12, 1e-9, 1e-6,
+1e-3 and 0.1 (largest absolute difference).
 """
 import argparse
 import json
 import os
 import platform
 import sys
+import zipfile
 
 import gymnasium as gym
 import numpy as np
@@ -85,18 +87,30 @@ def rollout(env_id, seed=1, steps=20_000, model=None, episodes=3):
             "meta": json.dumps(dict(env_id=env_id, seed=seed, source=model or "uniform", installs=installs()))}
 
 
+FIELDS = ("observations", "actions", "rewards", "ends", "meta")
+META = ("env_id", "seed", "source", "installs")
+
+
 def load(path):
     try:
-        with np.load(path) as f:
-            data = {k: f[k] for k in f.files}
-        data["meta"] = json.loads(str(data["meta"]))
-    except (OSError, KeyError, ValueError) as e:
+        archive = np.load(path)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("an .npy array, not an .npz archive")
+        with archive:
+            data = {k: archive[k] for k in archive.files}
+        missing = [k for k in FIELDS if k not in data]
+        if not missing:
+            data["meta"] = json.loads(str(data["meta"]))
+            missing = [k for k in META if k not in data["meta"]]
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as e:
         raise InputError("cannot read rollout %s: %s" % (path, str(e).splitlines()[0] if str(e) else type(e).__name__))
+    if missing:
+        raise InputError("%s is not a rollout of this tool (no %s)" % (path, ", ".join(missing)))
     return data
 
 
 def compare(a, b):
-    """The lines --compare prints: installs, returns, and the first step past each threshold (or none)."""
+    """The lines --compare prints: installs, returns, and the first observation past each threshold (or none)."""
     ma, mb = a["meta"], b["meta"]
     for key in ("env_id", "seed", "source"):
         if ma[key] != mb[key]:

@@ -45,6 +45,7 @@ Example:
 import argparse
 import collections
 import csv
+import decimal
 import glob
 import math
 import os
@@ -86,11 +87,11 @@ def warn(message):
 def parse_steps(text):
     """'100k' -> 100000, '1.5M' -> 1500000, '600' -> 600."""
     scale = {"k": 1_000, "M": 1_000_000}.get(text[-1:], 1)
-    try:
-        steps = float(text[:-1] if scale > 1 else text) * scale
-    except ValueError:
-        steps = 0.0
-    if not (steps >= 1 and steps.is_integer()):
+    try:  # in decimal: 4.1 * 10^6 in floats is 4099999.9999999995
+        steps = decimal.Decimal(text[:-1] if scale > 1 else text) * scale
+    except decimal.InvalidOperation:
+        steps = decimal.Decimal(0)
+    if not (steps.is_finite() and steps >= 1 and steps == steps.to_integral_value()):
         fail("--steps takes positive step counts such as 100000 or 100k (got %r)" % text)
     return int(steps)
 
@@ -211,17 +212,24 @@ def run_key(row):
     return row[0], int(row[1]), row[5], row[6]
 
 
+def read_rows(csv_path):
+    """The lines of a CSV, split; one error line for a file that is not text."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            return list(csv.reader(f))
+    except UnicodeDecodeError:
+        fail("%s is not a text file (UTF-8), so not a results CSV" % csv_path)
+
+
 def kept_rows(csv_path, replaced, quantity):
     """The rows of an existing results CSV of `quantity` whose run is not in `replaced`, for --update."""
     if not os.path.isfile(csv_path):
         fail("--update: no such file: %s (leave --update out to write a new one)" % csv_path)
-    with open(csv_path, newline="") as f:
-        held = held_value(next(csv.reader(f), None))
+    held = held_value(next(iter(read_rows(csv_path)), None))
     if held not in (None, quantity):
         fail("--update: %s holds %s values and this export reads %s: one quantity per file" % (csv_path, held, quantity))
     read_results(csv_path, by_cpu=True, quantity=quantity)  # the same checks as for plotting, before anything is written
-    with open(csv_path, newline="") as f:
-        rows = list(csv.reader(f))[1:]
+    rows = read_rows(csv_path)[1:]
     rows = [tuple(row) + ("", "ours")[len(row) - len(COLUMNS):] if len(row) < len(COLUMNS) else tuple(row) for row in rows]
     return [row for row in rows if run_key(row) not in replaced]
 
@@ -265,31 +273,30 @@ def read_results(csv_path, by_cpu=False, quantity=RETURN):
     results = collections.defaultdict(lambda: collections.defaultdict(lambda: collections.defaultdict(dict)))
     commits = collections.defaultdict(lambda: collections.defaultdict(set))
     cpus = collections.defaultdict(set)
-    with open(csv_path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        columns, held = header_of(quantity), held_value(header)
-        if held not in (None, quantity):
-            fail("%s holds %s values, not evaluation returns: the table and figures are of returns" % (csv_path, held))
-        if header not in (columns, OLD_COLUMNS if quantity == RETURN else None):
-            fail("%s: the first line must be %s" % (csv_path, ",".join(columns)))
-        for line, row in enumerate(reader, start=2):
-            try:
-                env_id, seed, step, value, commit, cpu, variant = row + ["", "ours"][len(row) - len(COLUMNS):] if len(header) < len(COLUMNS) else row
-                seed, step, value = int(seed), int(step), float(value)
-            except ValueError:
-                fail("%s line %d: expected %s (got %r)" % (csv_path, line, ",".join(header), ",".join(row)))
-            if not math.isfinite(value):
-                fail("%s line %d: the %s must be a finite number (got %r)" % (csv_path, line, quantity, row[3]))
-            group = variant + (", %s" % (cpu or "unknown CPU") if by_cpu else "")
-            cpus[env_id, group, seed].add(cpu)
-            if len(cpus[env_id, group, seed]) > 1:
-                fail("%s line %d: %s seed %d ran on several CPUs (%s): split them with --by-cpu"
-                     % (csv_path, line, env_id, seed, ", ".join(sorted(cpus[env_id, group, seed]))))
-            if step in results[env_id][group][seed]:
-                fail("%s line %d: %s seed %d has step %d twice" % (csv_path, line, env_id, seed, step))
-            results[env_id][group][seed][step] = value
-            commits[env_id][group].add(commit)
+    rows = read_rows(csv_path)
+    header = rows[0] if rows else None
+    columns, held = header_of(quantity), held_value(header)
+    if held not in (None, quantity):
+        fail("%s holds %s values, not evaluation returns: the table and figures are of returns" % (csv_path, held))
+    if header not in (columns, OLD_COLUMNS if quantity == RETURN else None):
+        fail("%s: the first line must be %s" % (csv_path, ",".join(columns)))
+    for line, row in enumerate(rows[1:], start=2):
+        try:
+            env_id, seed, step, value, commit, cpu, variant = row + ["", "ours"][len(row) - len(COLUMNS):] if len(header) < len(COLUMNS) else row
+            seed, step, value = int(seed), int(step), float(value)
+        except ValueError:
+            fail("%s line %d: expected %s (got %r)" % (csv_path, line, ",".join(header), ",".join(row)))
+        if not math.isfinite(value):
+            fail("%s line %d: the %s must be a finite number (got %r)" % (csv_path, line, quantity, row[3]))
+        group = variant + (", %s" % (cpu or "unknown CPU") if by_cpu else "")
+        cpus[env_id, group, seed].add(cpu)
+        if len(cpus[env_id, group, seed]) > 1:
+            fail("%s line %d: %s seed %d ran on several CPUs (%s): split them with --by-cpu"
+                 % (csv_path, line, env_id, seed, ", ".join(sorted(cpus[env_id, group, seed]))))
+        if step in results[env_id][group][seed]:
+            fail("%s line %d: %s seed %d has step %d twice" % (csv_path, line, env_id, seed, step))
+        results[env_id][group][seed][step] = value
+        commits[env_id][group].add(commit)
     if not results:
         fail("%s has no rows" % csv_path)
     return results, commits
@@ -421,11 +428,12 @@ def paper_cell(curve, step):
 
 def above_cell(seeds, above, step):
     """How many seeds had an evaluation above `above` at or before `step`, of the seeds known there: those
-    that reached the step or passed `above` before it (a run still short of the step and below is not
-    counted either way)."""
+    that reached the step or passed `above` before it. A run short of the step (stopped or still running)
+    that has not passed `above` is counted neither way; the cell says how many such runs there are: "3 of 3 (2 short)"."""
     passed = [any(v > above for s, v in evals.items() if s <= step) for evals in seeds.values()]
     known = sum(p or max(evals) >= step for p, evals in zip(passed, seeds.values()))
-    return "%d of %d" % (sum(passed), known) if known else "–"
+    short = " (%d short)" % (len(seeds) - known) if known < len(seeds) else ""
+    return ("%d of %d" % (sum(passed), known) if known else "–") + short
 
 
 def table(results, paper, checkpoints, summary=False, ci=False, above=None):
@@ -462,7 +470,7 @@ def main(argv):
     parser.add_argument("--tag", help="with --export: the evaluation scalar to read (default: %s; the authors' MEow script logs Test/return)" % TAG)
     parser.add_argument("--csv", default="benchmarks/results/mujoco_300k.csv", help="the results CSV: written by --export, read otherwise (default: %(default)s)")
     parser.add_argument("--out-dir", help="write one figure per environment, OUT_DIR/{env}_eval_return.png (default: none, the table only)")
-    parser.add_argument("--steps", nargs="+", default=["100k", "200k", "300k"], help="the table's columns (default: 100k 200k 300k)")
+    parser.add_argument("--steps", nargs="+", help="the table's columns (default: 100k 200k 300k)")
     parser.add_argument("--by-cpu", action="store_true", help="one group per CPU model within each variant (figures and table)")
     parser.add_argument("--summary", action="store_true", help="the table without the per-seed rows")
     parser.add_argument("--ci", action="store_true", help="the table also gives each mean's 95%% bootstrap interval")
@@ -470,6 +478,9 @@ def main(argv):
     args = parser.parse_args(argv)
 
     if args.export:
+        for flag in ("out_dir", "steps", "by_cpu", "summary", "ci", "above"):
+            if getattr(args, flag) is not None and getattr(args, flag) is not False:
+                fail("--%s goes with plotting, not with --export (plot the CSV in a second command)" % flag.replace("_", "-"))
         if not re.fullmatch(r"[0-9a-f]{7,40}", args.commit or ""):
             fail("--export needs --commit with the runs' commit hash, 7 to 40 hex digits (got %r)" % args.commit)
         export(args.export, args.commit, args.csv, args.update, args.cpu, args.variant or "ours", args.tag or TAG)
@@ -481,7 +492,7 @@ def main(argv):
         fail("--commit goes with --export (plotting takes the commit from the CSV)")
     if args.update:
         fail("--update goes with --export")
-    checkpoints = [parse_steps(text) for text in args.steps]
+    checkpoints = [parse_steps(text) for text in args.steps or ["100k", "200k", "300k"]]
     results, commits = read_results(args.csv, args.by_cpu)
     paper = read_paper()
     if args.out_dir:

@@ -45,7 +45,7 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SCRIPT = "meow_continuous_action.py"
 # flags this tool sets itself for every job (with --env-flag); passing them after `--` would make jobs clash
-OWN_FLAGS = ("--seed", "--exp-name", "--exp_name")
+OWN_FLAGS = ("--seed", "--exp-name")
 
 Job = collections.namedtuple("Job", ["env_id", "seed", "name", "log_path", "command", "resumed"])
 # a SLURM task gets this signal so long before its time limit (its batch shell is this tool, which passes
@@ -76,6 +76,12 @@ def split_passthrough(argv):
     return argv, []
 
 
+def flag_name(token):
+    """The flag a training-script token names, hyphenated: tyro takes `--buffer_size 5`, `--buffer-size=5` and
+    `--buffer-size 5` alike, so every check here compares this spelling; None for a value."""
+    return token.split("=")[0].replace("_", "-") if token.startswith("--") else None
+
+
 def parse_args(argv):
     own, passthrough = split_passthrough(argv)
     parser = argparse.ArgumentParser(
@@ -101,7 +107,7 @@ def parse_args(argv):
     for what, values in (("--envs", args.envs), ("--seeds", args.seeds)):
         if len(set(values)) != len(values):
             fail("%s has duplicates: %s" % (what, " ".join(map(str, values))))
-    clashing = [f for f in passthrough if f.split("=")[0] in OWN_FLAGS + (args.env_flag,)]
+    clashing = [f for f in passthrough if flag_name(f) in OWN_FLAGS + (flag_name(args.env_flag),)]
     if clashing:
         fail("%s is set by run_seeds.py itself; use --envs/--seeds/--exp-name instead" % clashing[0])
     args.script = resolve_script(args.script)
@@ -127,7 +133,7 @@ def make_jobs(args):
                 if run_dir and os.path.isfile(os.path.join(run_dir, "checkpoint.pt")):
                     command += ["--resume", os.path.join(run_dir, "checkpoint.pt")]
                     resumed = True
-            if args.resume and not resumed and "--save-model" not in args.passthrough:
+            if args.resume and not resumed and "--save-model" not in map(flag_name, args.passthrough):
                 print("warning: %s starts afresh without --save-model after --: it will write no checkpoint to resume from" % name, file=sys.stderr)
             jobs.append(Job(env_id, seed, name, os.path.join(log_dir, name + ".log"), tuple(command + args.passthrough), resumed))
     return jobs
@@ -209,6 +215,8 @@ def run(args, jobs):
                 log.flush()
                 proc = subprocess.Popen(job.command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
                 running[job] = (proc, time.time(), log)
+                if stop_signal:  # it came while the job was starting, before pass_on could see the job
+                    proc.send_signal(stop_signal[0])
                 print("%s %s (log: %s)" % ("resumed" if job.resumed else "started", job.name, job.log_path), flush=True)
             time.sleep(0.5)
             for job, (proc, started, log) in list(running.items()):
@@ -244,7 +252,10 @@ def run(args, jobs):
 def report(jobs, done, failed, stopped, workdir):
     print("\n%d/%d jobs succeeded; run directories are in %s" % (len(done), len(jobs), os.path.join(os.path.abspath(workdir), "runs")))
     if stopped or len(done) + len(failed) < len(jobs):
-        print("%d stopped by a signal, %d not started: the same command with --resume continues them" % (len(stopped), len(jobs) - len(done) - len(failed) - len(stopped)))
+        print("%d stopped by a signal, %d not started: the same command with --resume continues them%s"
+              % (len(stopped), len(jobs) - len(done) - len(failed) - len(stopped),
+                 "" if any(job.resumed or "--save-model" in map(flag_name, job.command) for job in jobs)
+                 else " (from the start: without --save-model there are no checkpoints)"))
     for job, code in failed:
         how = "killed by signal %d" % -code if code < 0 else "exit code %d" % code
         print("\nFAILED %s (%s); last lines of %s:" % (job.name, how, job.log_path))
@@ -253,13 +264,16 @@ def report(jobs, done, failed, stopped, workdir):
 
 
 def flag_value(flags, name):
-    """The value of `name` among the training script's flags (`name V` or `name=V`), or None."""
+    """The value of the hyphenated flag `name` among the training script's flags (`name V` or `name=V`, in
+    either spelling; the last one given, which is the one tyro takes), or None."""
+    value = None
     for i, flag in enumerate(flags):
-        if flag == name and i + 1 < len(flags):
-            return flags[i + 1]
-        if flag.startswith(name + "="):
-            return flag[len(name) + 1 :]
-    return None
+        if flag_name(flag) == name:
+            if "=" in flag:
+                value = flag.split("=", 1)[1]
+            elif i + 1 < len(flags):
+                value = flags[i + 1]
+    return value
 
 
 def task_memory_mb(args):
@@ -288,7 +302,7 @@ def task_memory_mb(args):
             fail("cannot make %s to size its replay buffer: %s" % (env_id, e))
         widths.append(2 * env.observation_space.shape[0] + env.action_space.shape[0] + 2)
         env.close()
-    copies = 2 if "--save-buffer" in args.passthrough else 1
+    copies = 2 if "--save-buffer" in map(flag_name, args.passthrough) else 1
     return PROCESS_MB + math.ceil(copies * buffer_size * max(widths) * 4 / 2**20)
 
 
@@ -335,7 +349,7 @@ def write_slurm_array(args, jobs):
     os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)  # sbatch does not create the --output folder
     with open(args.slurm, "w") as f:
         f.write("\n".join(lines) + "\n")
-    if "--save-model" not in args.passthrough:
+    if "--save-model" not in map(flag_name, args.passthrough):
         print("warning: without --save-model after --, the tasks write no checkpoints: a pre-empted or re-queued task starts over", file=sys.stderr)
     print("wrote %s: %d array tasks (%s), %s per task; submit it with: sbatch %s"
           % (args.slurm, len(jobs), ", ".join(job.name for job in jobs),

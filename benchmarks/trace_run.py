@@ -694,7 +694,7 @@ def read_trace(path):
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rt") as f:
             trace = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:  # EOFError: a truncated .gz
         raise InputError("cannot read trace %s: %s" % (path, str(e).splitlines()[0] if str(e) else type(e).__name__))
     if not isinstance(trace, dict) or trace.get("format") != FORMAT or "settings" not in trace:
         raise InputError("%s is not a trace of this version (format %d)" % (path, FORMAT))

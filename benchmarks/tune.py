@@ -45,7 +45,7 @@ import optuna
 import sqlalchemy
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from run_seeds import DEFAULT_SCRIPT, fail, resolve_script, split_passthrough  # the conventions of run_seeds.py
+from run_seeds import DEFAULT_SCRIPT, fail, flag_name, resolve_script, split_passthrough  # the conventions of run_seeds.py
 
 TAG = "eval/return"
 # (low, high, log scale); the paper's values (alpha 0.05-0.25, tau 1e-4-5e-3, sigma_max -0.3 or 2)
@@ -83,7 +83,7 @@ def parse_args(argv):
     args.passthrough = passthrough
     if args.n_trials < 0 or args.last_evals < 1 or args.heartbeat_interval < 1:
         fail("--n-trials must be >= 0, --last-evals and --heartbeat-interval >= 1")
-    clashing = [f for f in passthrough if f.split("=")[0] in OWN_FLAGS]
+    clashing = [f for f in passthrough if flag_name(f) in OWN_FLAGS]
     if clashing:
         fail("%s is set by tune.py itself (use --env-id/--seed, or edit SEARCH_SPACE)" % clashing[0])
     args.script = resolve_script(args.script)
@@ -165,7 +165,11 @@ def run_trial(args, trial, env, storage):
         raise TrialFailed("the run logged no %s (is --total-timesteps below --eval-frequency?)" % TAG)
     if len(evals) < args.last_evals:
         print("warning: trial %d logged %d evaluations, fewer than --last-evals %d; scoring all of them" % (trial.number, len(evals), args.last_evals), file=sys.stderr)
-    return float(np.mean(evals[-args.last_evals :]))
+    trial.set_user_attr("last_evals", min(len(evals), args.last_evals))
+    score = float(np.mean(evals[-args.last_evals :]))
+    if not np.isfinite(score):  # Optuna would record it as FAIL on its own, which main() takes for another worker's doing
+        raise TrialFailed("the score, the mean of %s over the last %d evaluations, is %s" % (TAG, args.last_evals, score))
+    return score
 
 
 def tell_failed(study, trial):
@@ -239,7 +243,7 @@ def main(argv):
         print("error: no trial of the study has completed", file=sys.stderr)
         return 1
     best = study.best_trial
-    print("best trial %d: mean %s over the last %d evaluations = %.2f" % (best.number, TAG, args.last_evals, best.value))
+    print("best trial %d: mean %s over the last %d evaluations = %.2f" % (best.number, TAG, best.user_attrs.get("last_evals", args.last_evals), best.value))
     for name, value in best.params.items():
         print("  %s = %.6g" % (name, value))
     flags = " ".join("--%s=%.6g" % (name.replace("_", "-"), value) for name, value in best.params.items())

@@ -4,6 +4,7 @@ Every tool runs as a subprocess in a temporary directory, so nothing is written 
 plot.py's many bad-input cases run in-process (a subprocess each would take a second).
 """
 import csv
+import math
 import os
 import platform
 import re
@@ -299,7 +300,8 @@ def test_table_by_cpu_gives_bootstrap_intervals_and_counts_the_seeds_above_a_ret
 
 
 def test_seeds_above_a_return_counts_only_the_seeds_known_at_each_step(tmp_path, capsys):
-    """A run still short of a step is left out of that step's count unless it has already passed the return."""
+    """A run still short of a step is left out of that step's count unless it has already passed the return;
+    the cell says how many were left out."""
     runs = {1: {100000: 400, 200000: 2000}, 2: {100000: 1600}, 3: {100000: 300}}  # seeds 2 and 3 are still running
     rows = [plot.COLUMNS] + [["Walker2d-v4", str(seed), str(step), str(value), "abc1234", "AMD", "ours"]
                              for seed, evals in runs.items() for step, value in evals.items()]
@@ -308,7 +310,7 @@ def test_seeds_above_a_return_counts_only_the_seeds_known_at_each_step(tmp_path,
     assert plot.main(["--csv", str(tmp_path / "w.csv"), "--out-dir", str(tmp_path / "figs"), "--steps", "100k", "200k", "300k", "--above", "1500", "--summary"]) == 0
     header, table = markdown_rows(capsys.readouterr().out)
     (counts,) = [row for row in table if row["source"] == "ours, seeds above 1500 by then"]
-    assert [counts[c] for c in header[2:]] == ["1 of 3", "2 of 2", "2 of 2"]
+    assert [counts[c] for c in header[2:]] == ["1 of 3", "2 of 2 (1 short)", "2 of 2 (1 short)"]
 
 
 def test_plot_rebuilds_table_and_figures_from_the_csv_alone(tmp_path):
@@ -561,6 +563,40 @@ def test_run_seeds_passes_a_stop_signal_on_to_its_jobs_and_starts_no_further_one
     assert not (tmp_path / "logs" / "Hopper-v4__meow_continuous_action__2.log").exists()
 
 
+def test_run_seeds_passes_on_a_stop_signal_that_comes_while_a_job_starts(tmp_path, monkeypatch):
+    """Between Popen and the job's entry in the running jobs, pass_on cannot see the job: it gets the signal
+    once it is entered, instead of running to its end."""
+    import types
+
+    import run_seeds
+
+    handlers = {}
+    monkeypatch.setattr(run_seeds.signal, "signal", lambda signum, handler: handlers.setdefault(signum, handler))
+    popen = subprocess.Popen
+
+    def signalled_while_starting(*args, **kwargs):
+        proc = popen(*args, **kwargs)
+        handlers[signal.SIGUSR1](signal.SIGUSR1, None)
+        return proc
+
+    monkeypatch.setattr(run_seeds.subprocess, "Popen", signalled_while_starting)
+    job = run_seeds.Job("Hopper-v4", 1, "sleeper", str(tmp_path / "sleeper.log"), (sys.executable, "-c", "import time; time.sleep(60)"), False)
+    args = types.SimpleNamespace(workdir=str(tmp_path), jobs=1, resume=False, status_every=60.0)
+    started = time.time()
+    done, failed, stopped, signum = run_seeds.run(args, [job])
+    assert (done, failed, stopped, signum) == ([], [], [job], signal.SIGUSR1) and time.time() - started < 30
+
+
+def test_run_seeds_says_a_stopped_job_without_checkpoints_starts_over(tmp_path, capsys):
+    import run_seeds
+
+    own = ["--envs", "Hopper-v4", "--seeds", "1", "2", "--workdir", str(tmp_path), "--"]
+    for flags, note in ((["--save_model"], ""), ([], " (from the start: without --save-model there are no checkpoints)")):
+        jobs = run_seeds.make_jobs(run_seeds.parse_args(own + flags))
+        run_seeds.report(jobs, [], [], [jobs[0]], str(tmp_path))
+        assert "1 stopped by a signal, 1 not started: the same command with --resume continues them%s\n" % note in capsys.readouterr().out
+
+
 def test_run_seeds_warns_when_resume_starts_a_job_that_will_write_no_checkpoint(tmp_path, capsys):
     import run_seeds
 
@@ -570,6 +606,32 @@ def test_run_seeds_warns_when_resume_starts_a_job_that_will_write_no_checkpoint(
     assert "warning: Hopper-v4__meow_continuous_action__1 starts afresh without --save-model" in capsys.readouterr().err
     run_seeds.make_jobs(run_seeds.parse_args(own + ["--total-timesteps", "600", "--save-model"]))
     assert capsys.readouterr().err == ""
+
+
+def test_run_seeds_and_tune_read_the_script_flags_in_either_spelling(tmp_path, capsys):
+    """tyro takes `--buffer_size` as `--buffer-size` (and the last of two): the clash checks, the warning and
+    the SLURM memory must read them so too."""
+    import run_seeds
+    import tune
+
+    own = ["--envs", "Humanoid-v4", "--seeds", "1", "--workdir", str(tmp_path), "--slurm", str(tmp_path / "a.sbatch"), "--"]
+    memory = [run_seeds.task_memory_mb(run_seeds.parse_args(own + flags)) for flags in (
+        ["--buffer-size", "4000000", "--save-buffer"], ["--buffer_size", "4000000", "--save_buffer"],
+        ["--buffer_size=4000000", "--save_buffer"], ["--buffer-size", "7", "--buffer_size", "4000000", "--save-buffer"])]
+    assert memory == [1024 + math.ceil(2 * 4 * 10**6 * 771 * 4 / 2**20)] * 4
+    assert run_seeds.flag_value(["--alpha", "0.1", "--buffer_size=5", "--gamma", "0.9"], "--buffer-size") == "5"
+    run_seeds.make_jobs(run_seeds.parse_args(["--envs", "Hopper-v4", "--workdir", str(tmp_path), "--resume", "--", "--save_model"]))
+    assert capsys.readouterr().err == ""
+    for module, argv, message in (
+        (run_seeds, ["--envs", "Hopper-v4", "--", "--env_id", "Walker2d-v4"], "error: --env_id is set by run_seeds.py itself"),
+        (run_seeds, ["--envs", "Hopper-v4", "--", "--exp_name=x"], "error: --exp_name=x is set by run_seeds.py itself"),
+        (run_seeds, ["--script", "meow_isaacgym.py", "--env-flag=--task", "--envs", "Ant", "--", "--task", "Humanoid"], "error: --task is set by run_seeds.py itself"),
+        (tune, ["--", "--sigma_max", "2"], "error: --sigma_max is set by tune.py itself"),
+        (tune, ["--", "--env_id=Walker2d-v4"], "error: --env_id=Walker2d-v4 is set by tune.py itself"),
+    ):
+        with pytest.raises(SystemExit) as exit:
+            module.parse_args(argv)
+        assert exit.value.code == 2 and capsys.readouterr().err.startswith(message), argv
 
 
 def test_run_seeds_reports_failed_jobs(tmp_path):
@@ -594,6 +656,10 @@ def test_plot_bad_input_gives_one_line_error_and_writes_nothing(tmp_path, monkey
         (["--export", "no_such_dir", "--commit", "abc1234", "--csv", "out.csv"], "error: no such run directory or pattern: no_such_dir"),
         (["--export", str(tmp_path), "--csv", "out.csv"], "error: --export needs --commit"),
         (["--export", str(tmp_path), "--commit", "HEAD", "--csv", "out.csv"], "error: --export needs --commit"),
+        (["--export", str(tmp_path), "--commit", "abc1234", "--csv", "out.csv", "--out-dir", "figs"],
+         "error: --out-dir goes with plotting, not with --export (plot the CSV in a second command)"),
+        (["--export", str(tmp_path), "--commit", "abc1234", "--csv", "out.csv", "--above", "0"], "error: --above goes with plotting"),
+        (["--export", str(tmp_path), "--commit", "abc1234", "--csv", "out.csv", "--steps", "100k"], "error: --steps goes with plotting"),
         (["--commit", "abc1234", "--csv", str(bad)], "error: --commit goes with --export"),
         (["--update", "--csv", str(bad)], "error: --update goes with --export"),
         (["--cpu", "AMD EPYC", "--csv", str(bad)], "error: --cpu goes with --export"),
@@ -620,6 +686,30 @@ def test_plot_bad_input_gives_one_line_error_and_writes_nothing(tmp_path, monkey
         assert exit.value.code == 2 and message in err and err.startswith("error: "), (args, err)
         assert len(err.splitlines()) == 1 and out == "", args
         assert sorted(os.listdir(tmp_path)) == ["bad.csv"], args
+    bad.write_bytes(b"env,seed,step,return,commit\nHopper-v4,1,10000,5.0,abc1234\n\x89PNG\r\n")  # text, then not
+    with pytest.raises(SystemExit) as exit:
+        plot.main(["--csv", str(bad), "--out-dir", "figs"])
+    assert exit.value.code == 2 and capsys.readouterr().err == "error: %s is not a text file (UTF-8), so not a results CSV\n" % bad
+    assert sorted(os.listdir(tmp_path)) == ["bad.csv"]
+
+
+def test_the_bootstrap_interval_of_two_seeds_holds_the_mean_half_of_the_time():
+    """With 2 seeds the percentile bootstrap interval is [min, max]: it holds the mean of a symmetric
+    distribution with probability 1 - 2 / 4; with 6 it still falls short of 95%."""
+    import bootstrap_coverage
+
+    rng = np.random.default_rng(0)
+    assert 0.46 < bootstrap_coverage.coverage(2, 2000, rng) < 0.54
+    assert 0.75 < bootstrap_coverage.coverage(6, 1000, rng) < 0.92
+
+
+def test_steps_are_read_in_decimal():
+    """4.1 * 10**6 in floats is 4099999.9999999995: such a step count is still a whole number of steps."""
+    assert [plot.parse_steps(text) for text in ("100k", "1.5M", "600", "4.1M", "2.01M", "16.1k", "1e3")] == [
+        100000, 1500000, 600, 4100000, 2010000, 16100, 1000]
+    for text in ("0", "-5", "1.5", "0.0001k", "10x", "1/2", "nan", "inf", "", "k"):
+        with pytest.raises(SystemExit):
+            plot.parse_steps(text)
 
 
 def test_make_gif_films_a_model_saved_by_another_version_of_the_script(tmp_path):
@@ -665,6 +755,53 @@ def test_tune_marks_failed_trial_as_failed(tmp_path):
     assert "--gamma must be in [0, 1]" in result.stderr  # the log tail
     study = optuna.load_study(study_name="bad", storage=storage)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+
+
+def test_a_trial_whose_score_is_not_finite_fails_as_itself(tmp_path, monkeypatch, capsys):
+    """Optuna records a NaN score as FAIL; that must read as this trial's failure, not as another worker's
+    having taken it for dead."""
+    optuna = pytest.importorskip("optuna")
+    import tune
+
+    def train(command, cwd, **kwargs):
+        os.makedirs(os.path.join(cwd, "runs", "Hopper-v4__meow_continuous_action__1__1"))
+        return 0
+
+    monkeypatch.setattr(tune.subprocess, "call", train)
+    monkeypatch.setattr(tune, "read_evals", lambda run_dir: [250.0, float("nan")])
+    monkeypatch.chdir(tmp_path)
+    url = "sqlite:///%s" % (tmp_path / "tune.db")
+    optuna.logging.disable_default_handler()
+    try:
+        code = tune.main(["--n-trials", "1", "--storage", url, "--study-name", "nan", "--workdir", "trials", "--last-evals", "2"])
+    finally:
+        optuna.logging.enable_default_handler()
+    err = capsys.readouterr().err
+    assert code == 1 and "marked failed while it ran" not in err
+    assert "trial 0 FAILED: the score, the mean of eval/return over the last 2 evaluations, is nan" in err
+    assert [t.state for t in optuna.load_study(study_name="nan", storage=url).trials] == [optuna.trial.TrialState.FAIL]
+
+
+def test_the_best_trial_is_reported_with_the_evaluations_it_was_scored_on(tmp_path, monkeypatch, capsys):
+    optuna = pytest.importorskip("optuna")
+    import tune
+
+    def train(command, cwd, **kwargs):
+        os.makedirs(os.path.join(cwd, "runs", "Hopper-v4__meow_continuous_action__1__1"))
+        return 0
+
+    monkeypatch.setattr(tune.subprocess, "call", train)
+    monkeypatch.setattr(tune, "read_evals", lambda run_dir: [100.0, 200.0, 300.0])
+    monkeypatch.chdir(tmp_path)
+    url = "sqlite:///%s" % (tmp_path / "tune.db")
+    optuna.logging.disable_default_handler()
+    try:
+        assert tune.main(["--n-trials", "1", "--storage", url, "--study-name", "s", "--workdir", "trials", "--last-evals", "2"]) == 0
+        capsys.readouterr()
+        assert tune.main(["--n-trials", "0", "--storage", url, "--study-name", "s", "--last-evals", "5"]) == 0
+    finally:
+        optuna.logging.enable_default_handler()
+    assert "best trial 0: mean eval/return over the last 2 evaluations = 250.00" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("noticed_at", ["tell", "user_attr"])

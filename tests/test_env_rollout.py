@@ -1,5 +1,6 @@
 """benchmarks/env_rollout.py: rollouts that two installs can compare step by step."""
 import os
+import re
 import subprocess
 import sys
 
@@ -99,3 +100,26 @@ def test_bad_input_is_one_error_line_and_writes_nothing(tmp_path, argv, message)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and message in result.stderr and result.stderr.count("\n") == 1
     assert os.listdir(tmp_path) == []
+
+
+def test_a_file_that_is_not_a_rollout_is_one_error(uniform, tmp_path):
+    """Truncated, empty, an .npy array, or an archive without a rollout's arrays or metadata: InputError
+    (one error line), never a traceback."""
+    good = tmp_path / "good.npz"
+    with open(good, "wb") as f:
+        np.savez(f, **uniform)
+    assert env_rollout.load(str(good))["meta"]["env_id"] == "Hopper-v4"
+    whole = good.read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with open(tmp_path / "array.npz", "wb") as f:
+        np.save(f, np.zeros(3))
+    with open(tmp_path / "other.npz", "wb") as f:
+        np.savez(f, x=np.zeros(2))
+    with open(tmp_path / "no_meta.npz", "wb") as f:
+        np.savez(f, **dict(uniform, meta='{"env_id": "Hopper-v4"}'))
+    for name, message in (("truncated", "cannot read rollout"), ("empty", "cannot read rollout"), ("array", "an .npy array, not an .npz archive"),
+                          ("other", "is not a rollout of this tool (no observations, actions, rewards, ends, meta)"),
+                          ("no_meta", "is not a rollout of this tool (no seed, source, installs)")):
+        with pytest.raises(env_rollout.InputError, match=re.escape(message)):
+            env_rollout.load(str(tmp_path / (name + ".npz")))

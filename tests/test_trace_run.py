@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -234,6 +235,16 @@ def test_bad_input_is_one_error_line(argv, message, tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and err[-1].startswith("error: ") and message in err[-1]
     assert os.listdir(tmp_path) == []
+
+
+def test_a_truncated_trace_is_one_error(tiny, tmp_path):
+    whole = tmp_path / "whole.json.gz"
+    trace_run.write_trace(tiny, str(whole))
+    assert trace_run.read_trace(str(whole)) == tiny
+    cut = tmp_path / "cut.json.gz"
+    cut.write_bytes(whole.read_bytes()[:-20])
+    with pytest.raises(trace_run.InputError, match="cannot read trace %s" % re.escape(str(cut))):
+        trace_run.read_trace(str(cut))
 
 
 def test_compare_two_trace_files(tiny, tmp_path, capsys):

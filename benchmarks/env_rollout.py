@@ -93,10 +93,10 @@ META = ("env_id", "seed", "source", "installs")
 
 def load(path):
     try:
-        archive = np.load(path)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("an .npy array, not an .npz archive")
-        with archive:
+        with open(path, "rb") as f:  # np.load would read anything else as a pickle, or as an .npy array
+            if not zipfile.is_zipfile(f):
+                raise ValueError("not an .npz archive")
+        with np.load(path) as archive:
             data = {k: archive[k] for k in archive.files}
         missing = [k for k in FIELDS if k not in data]
         if not missing:

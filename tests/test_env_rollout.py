@@ -103,8 +103,8 @@ def test_bad_input_is_one_error_line_and_writes_nothing(tmp_path, argv, message)
 
 
 def test_a_file_that_is_not_a_rollout_is_one_error(uniform, tmp_path):
-    """Truncated, empty, an .npy array, or an archive without a rollout's arrays or metadata: InputError
-    (one error line), never a traceback."""
+    """Truncated, empty, an .npy array, an image, or an archive without a rollout's arrays or metadata:
+    InputError (one error line), never a traceback."""
     good = tmp_path / "good.npz"
     with open(good, "wb") as f:
         np.savez(f, **uniform)
@@ -118,7 +118,10 @@ def test_a_file_that_is_not_a_rollout_is_one_error(uniform, tmp_path):
         np.savez(f, x=np.zeros(2))
     with open(tmp_path / "no_meta.npz", "wb") as f:
         np.savez(f, **dict(uniform, meta='{"env_id": "Hopper-v4"}'))
-    for name, message in (("truncated", "cannot read rollout"), ("empty", "cannot read rollout"), ("array", "an .npy array, not an .npz archive"),
+    with open(os.path.join(ROOT, "docs", "multigoal.png"), "rb") as f:
+        (tmp_path / "image.npz").write_bytes(f.read())  # np.load would take it for a pickle
+    for name, message in (("truncated", "not an .npz archive"), ("empty", "not an .npz archive"), ("array", "not an .npz archive"),
+                          ("image", "not an .npz archive"),
                           ("other", "is not a rollout of this tool (no observations, actions, rewards, ends, meta)"),
                           ("no_meta", "is not a rollout of this tool (no seed, source, installs)")):
         with pytest.raises(env_rollout.InputError, match=re.escape(message)):

@@ -282,7 +282,6 @@ def test_paper_defaults_resolve_per_environment_and_flags_win():
         (["--alpha", "0"], "--alpha must be > 0"),
         (["--batch-size", "512", "--buffer-size", "100"], "larger than --buffer-size"),
         (["--eval-checkpoint", "missing.pt"], "no checkpoint at missing.pt"),
-        (["--eval-checkpoint", "missing.pt", "--eval-episodes", "0"], "--eval-episodes must be >= 1"),
         (["--learning-rate", "nan"], "--learning-rate must be a finite number (got nan)"),
         (["--alpha", "inf"], "--alpha must be a finite number (got inf)"),
         (["--max-grad-norm", "-inf"], "--max-grad-norm must be a finite number"),
@@ -554,7 +553,7 @@ def test_resume_takes_machine_flags_from_the_command_line_and_refuses_to_shrink(
     assert meow.resume_args(meow.Args(resume=tiny_checkpoint, total_timesteps=ckpt["step"] + 1))[0].total_timesteps == ckpt["step"] + 1
 
 
-def test_a_meow_isaacgym_file_is_refused_not_fed_raw_observations(tiny_checkpoint, tmp_path):
+def test_a_meow_isaacgym_file_is_refused_not_fed_raw_observations(tiny_checkpoint, tmp_path, capsys):
     """meow_isaacgym.py saves the same network with an observation normaliser; this script has none, so
     evaluating (or filming, or resuming) such a file here would act on unstandardised observations."""
     ckpt = torch.load(tiny_checkpoint, weights_only=False)
@@ -569,6 +568,9 @@ def test_a_meow_isaacgym_file_is_refused_not_fed_raw_observations(tiny_checkpoin
     del ckpt["obs_rms"]
     torch.save(ckpt, isaac_file)
     assert meow.load_policy(isaac_file)[1].env_id == "MeowCounting-v0"
+    with pytest.raises(SystemExit) as exit:  # main() turns ConfigError into one error line
+        meow.main(meow.Args(eval_checkpoint=isaac_file, eval_episodes=0))
+    assert exit.value.code == 2 and capsys.readouterr().err == "error: --eval-episodes must be >= 1\n"
 
 
 def test_a_run_killed_while_writing_its_model_leaves_no_model_file(tmp_path, monkeypatch):

@@ -82,6 +82,11 @@ def flag_name(token):
     return token.split("=")[0].replace("_", "-") if token.startswith("--") else None
 
 
+def has_flag(flags, name):
+    """Whether the hyphenated flag `name` is among `flags`, in either spelling."""
+    return name in map(flag_name, flags)
+
+
 def parse_args(argv):
     own, passthrough = split_passthrough(argv)
     parser = argparse.ArgumentParser(
@@ -133,7 +138,7 @@ def make_jobs(args):
                 if run_dir and os.path.isfile(os.path.join(run_dir, "checkpoint.pt")):
                     command += ["--resume", os.path.join(run_dir, "checkpoint.pt")]
                     resumed = True
-            if args.resume and not resumed and "--save-model" not in map(flag_name, args.passthrough):
+            if args.resume and not resumed and not has_flag(args.passthrough, "--save-model"):
                 print("warning: %s starts afresh without --save-model after --: it will write no checkpoint to resume from" % name, file=sys.stderr)
             jobs.append(Job(env_id, seed, name, os.path.join(log_dir, name + ".log"), tuple(command + args.passthrough), resumed))
     return jobs
@@ -254,7 +259,7 @@ def report(jobs, done, failed, stopped, workdir):
     if stopped or len(done) + len(failed) < len(jobs):
         print("%d stopped by a signal, %d not started: the same command with --resume continues them%s"
               % (len(stopped), len(jobs) - len(done) - len(failed) - len(stopped),
-                 "" if any(job.resumed or "--save-model" in map(flag_name, job.command) for job in jobs)
+                 "" if any(job.resumed or has_flag(job.command, "--save-model") for job in jobs)
                  else " (from the start: without --save-model there are no checkpoints)"))
     for job, code in failed:
         how = "killed by signal %d" % -code if code < 0 else "exit code %d" % code
@@ -302,7 +307,7 @@ def task_memory_mb(args):
             fail("cannot make %s to size its replay buffer: %s" % (env_id, e))
         widths.append(2 * env.observation_space.shape[0] + env.action_space.shape[0] + 2)
         env.close()
-    copies = 2 if "--save-buffer" in map(flag_name, args.passthrough) else 1
+    copies = 2 if has_flag(args.passthrough, "--save-buffer") else 1
     return PROCESS_MB + math.ceil(copies * buffer_size * max(widths) * 4 / 2**20)
 
 
@@ -349,7 +354,7 @@ def write_slurm_array(args, jobs):
     os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)  # sbatch does not create the --output folder
     with open(args.slurm, "w") as f:
         f.write("\n".join(lines) + "\n")
-    if "--save-model" not in map(flag_name, args.passthrough):
+    if not has_flag(args.passthrough, "--save-model"):
         print("warning: without --save-model after --, the tasks write no checkpoints: a pre-empted or re-queued task starts over", file=sys.stderr)
     print("wrote %s: %d array tasks (%s), %s per task; submit it with: sbatch %s"
           % (args.slurm, len(jobs), ", ".join(job.name for job in jobs),

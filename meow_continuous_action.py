@@ -507,8 +507,8 @@ def main(args):
             for tag, value in scalars.items():
                 writer.add_scalar(tag, value, step)
             print(
-                "step %d/%d | SPS %.0f | return %.1f | eval %.1f | entropy %.2f | ETA %s"
-                % (step, args.total_timesteps, sps, last_return, last_eval, scalars.get("charts/entropy", float("nan")),
+                "step %d/%d | SPS %.0f | return %s | eval %s | entropy %s | ETA %s"
+                % (step, args.total_timesteps, sps, shown(last_return, "%.1f"), shown(last_eval, "%.1f"), shown(scalars.get("charts/entropy", float("nan")), "%.2f"),
                    format_eta((args.total_timesteps - step) / sps) if loss is not None else "after learning starts")
             )
 
@@ -835,6 +835,11 @@ def format_eta(seconds):
         return "?"
     seconds = int(max(seconds, 0))
     return "%dh%02dm%02ds" % (seconds // 3600, seconds % 3600 // 60, seconds % 60)
+
+
+def shown(value, spec):
+    """A console value, or "-" while it is NaN: not measured yet (no episode, evaluation or update so far)."""
+    return "-" if math.isnan(value) else spec % value
 
 
 # The value bias: how far Q is from the returns the agent gets

@@ -740,8 +740,9 @@ def main(args):
             for tag, value in scalars.items():
                 writer.add_scalar(tag, value, step)
             print(
-                "step %d/%d (vectorized %d/%d) | SPS %.0f | return %.1f | last 100 %.1f | eval %.1f | entropy %.2f | ETA %s"
-                % (step, args.total_timesteps, iteration + 1, iterations, sps, last_return, last_100, last_eval, scalars.get("charts/entropy", float("nan")),
+                "step %d/%d (vectorized %d/%d) | SPS %.0f | return %s | last 100 %s | eval %s | entropy %s | ETA %s"
+                % (step, args.total_timesteps, iteration + 1, iterations, sps, shown(last_return, "%.1f"), shown(last_100, "%.1f"), shown(last_eval, "%.1f"),
+                   shown(scalars.get("charts/entropy", float("nan")), "%.2f"),
                    format_eta((args.total_timesteps - step) / sps) if loss is not None else "after learning starts")
             )
         if args.save_model and (crossed(prev_step, step, args.checkpoint_frequency) or stop.signum) and step < args.total_timesteps:
@@ -1084,6 +1085,11 @@ def format_eta(seconds):
         return "?"
     seconds = int(max(seconds, 0))
     return "%dh%02dm%02ds" % (seconds // 3600, seconds % 3600 // 60, seconds % 60)
+
+
+def shown(value, spec):
+    """A console value, or "-" while it is NaN: not measured yet (no episode, evaluation or update so far)."""
+    return "-" if math.isnan(value) else spec % value
 
 
 # The value bias: how far Q is from the returns the agent gets

@@ -374,6 +374,8 @@ def test_gymnasium_backend_trains_hopper_with_4_envs(tmp_path, monkeypatch, caps
         assert np.isfinite([e.value for e in acc.Scalars(tag)]).all(), tag
     out = capsys.readouterr().out
     assert "defaults: no paper row for Hopper: the Ant row (Isaac Gym table)" in out and "timeouts=bootstrap" in out
+    lines = [line for line in out.splitlines() if line.startswith("step ")]  # "-" for what is not measured yet
+    assert "| eval - |" in lines[0] and " - " not in lines[-1] and "nan" not in out, out
     returns = mig.main(mig.Args(eval_checkpoint=os.path.join(run_dir, "meow_isaacgym.pt"), eval_episodes=2))
     assert len(returns) == 2
 

@@ -329,7 +329,7 @@ def test_compiled_loss_equals_the_eager_loss_with_fresh_masks_each_call(capsys):
 SHARED = ["FlowPolicy", "soft_bellman_target", "meow_loss", "make_update", "diagnostics"]
 # the support block both scripts copy (between its banners), every function and constant of it
 SUPPORT = ["ConfigError", "fail", "validate_algorithm_args", "flatten_parameters", "make_optimizer", "MAX_DEFAULT_THREADS", "COMPILE_MIN_UPDATES", "default_threads", "seed_everything",
-           "compile_enabled", "maybe_compile", "make_writer", "close_writer", "read_and_check", "stop_on_bad_input", "RecentRate", "format_eta", "rng_state",
+           "compile_enabled", "maybe_compile", "make_writer", "close_writer", "read_and_check", "stop_on_bad_input", "RecentRate", "format_eta", "shown", "rng_state",
            "VALUE_BIAS_BOUND", "VALUE_BIAS_LOG_POINTS", "ValueBias", "set_rng_state", "save_checkpoint", "StopSignal", "load_checkpoint", "check_resumable",
            "saved_args", "resumed_args"]
 

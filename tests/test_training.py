@@ -361,6 +361,9 @@ def test_first_screen_has_no_warning_of_our_own_calls(tmp_path):
     warnings = [line for line in result.stderr.splitlines() if "Warning" in line or "WARN" in line]
     # gymnasium's own notice that v4 envs are superseded by v5 is the only one allowed
     assert all("Hopper-v4 is out of date" in line for line in warnings), result.stderr
+    # what is not measured yet shows as "-", not as a NaN that reads like a diverged run
+    lines = [line for line in result.stdout.splitlines() if line.startswith("step ")]
+    assert "| eval - | entropy - |" in lines[0] and " - " not in lines[-1] and "nan" not in result.stdout, result.stdout
 
 
 def test_capture_video_on_a_headless_machine_writes_a_video_named_by_step(tmp_path):

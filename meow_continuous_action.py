@@ -472,6 +472,8 @@ def main(args):
         next_obs, reward, terminated, truncated, info = env.step(action)
         if not np.isfinite(next_obs).all():
             stop_on_bad_input("the environment's observation", global_step + 1, writer, next_obs)
+        if not np.isfinite(reward):  # it would reach the loss at the next update, and read as a diverged run
+            stop_on_bad_input("the environment's reward", global_step + 1, writer, reward)
         # next_obs is the true successor even at a time-out (a single env does not autoreset), so the
         # transition is stored as is: a time-out bootstraps from it, a termination does not (terminated=1)
         transition = as_batch(obs, action, reward, next_obs, terminated, device=device)
@@ -805,10 +807,10 @@ def read_and_check(scalars, policy, step, args, writer):
 
 
 def stop_on_bad_input(what, step, writer, value=None):
-    """A non-finite observation or action: one error line (with the value, when given) and exit code 1."""
+    """A non-finite observation, reward or action: one error line (with the value, when given) and exit code 1."""
     close_writer(writer)
-    shown = "" if value is None else " (%s)" % np.array2string(np.asarray(value), precision=3, threshold=8)
-    fail("%s is not finite at step %d%s; no model file was written" % (what, step, shown), code=1)
+    detail = "" if value is None else " (%s)" % np.array2string(np.asarray(value), precision=3, threshold=8)
+    fail("%s is not finite at step %d%s; no model file was written" % (what, step, detail), code=1)
 
 
 class RecentRate:

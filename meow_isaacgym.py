@@ -674,15 +674,17 @@ def main(args):
     obs, dones = envs.reset()
     rate = RecentRate(start_iteration * n)
     stop = StopSignal(args.save_model)
-    # the first vectorized step with a non-finite observation, and action (-1: none), kept on the device (no host sync per step)
-    first_not_finite = torch.full((2,), -1, dtype=torch.long, device=device)
+    # the first vectorized step with a non-finite observation, reward and action (-1: none), kept on the device (no host sync per step)
+    first_not_finite = torch.full((3,), -1, dtype=torch.long, device=device)
 
     def checked(scalars, step):
-        """read_and_check, after which the first non-finite observation or action stops the run: read here, at
-        log points and before any file is saved, so that no checkpoint holds them in its buffer."""
-        bad_obs, bad_action = first_not_finite.tolist()
-        if bad_obs >= 0 and not 0 <= bad_action <= bad_obs:  # the envs' fault, not a policy's NaN action stepped
-            stop_on_bad_input("an observation of the envs", (bad_obs + 1) * n, writer)
+        """read_and_check, after which the first non-finite observation, reward or action stops the run: read
+        here, at log points and before any file is saved, so that no checkpoint holds them in its buffer."""
+        bad_obs, bad_reward, bad_action = first_not_finite.tolist()
+        envs_fault = [(at, what) for at, what in ((bad_obs, "an observation"), (bad_reward, "a reward")) if at >= 0 and not 0 <= bad_action <= at]
+        if envs_fault:  # the envs' fault, not a policy's NaN action stepped
+            at, what = min(envs_fault)
+            stop_on_bad_input(what + " of the envs", (at + 1) * n, writer)
         scalars = read_and_check(scalars, policy, step, args, writer)
         if bad_action >= 0:
             stop_on_bad_input("an action of the policy", bad_action * n, writer)
@@ -700,7 +702,7 @@ def main(args):
         valid = ~dones  # an env that ended its episode restarts in this step: no transition
         obs, dones, rewards, cut = step_and_store(envs, rb, obs, dones, actions, args.timeouts == "bootstrap")
         bias.step(rewards, dones, valid, bias.tail_value(target_policy, obs_rms(obs)) * cut if args.timeouts == "bootstrap" else None)
-        bad = torch.stack([~obs.isfinite().all(), ~actions.isfinite().all()])
+        bad = torch.stack([~obs.isfinite().all(), ~rewards.isfinite().all(), ~actions.isfinite().all()])
         first_not_finite = torch.where(bad & (first_not_finite < 0), iteration, first_not_finite)
 
         prev_step, step = iteration * n, min((iteration + 1) * n, args.total_timesteps)
@@ -1055,10 +1057,10 @@ def read_and_check(scalars, policy, step, args, writer):
 
 
 def stop_on_bad_input(what, step, writer, value=None):
-    """A non-finite observation or action: one error line (with the value, when given) and exit code 1."""
+    """A non-finite observation, reward or action: one error line (with the value, when given) and exit code 1."""
     close_writer(writer)
-    shown = "" if value is None else " (%s)" % np.array2string(np.asarray(value), precision=3, threshold=8)
-    fail("%s is not finite at step %d%s; no model file was written" % (what, step, shown), code=1)
+    detail = "" if value is None else " (%s)" % np.array2string(np.asarray(value), precision=3, threshold=8)
+    fail("%s is not finite at step %d%s; no model file was written" % (what, step, detail), code=1)
 
 
 class RecentRate:

@@ -544,8 +544,9 @@ def test_the_papers_curve_is_the_mean_return_of_the_last_100_finished_episodes()
     assert len(finished) > 100
 
 
-def non_finite_observation_at_step_50(monkeypatch, value):
-    """The fake task's 50th vectorized step returns `value` in one env's observation."""
+def non_finite_observation_at_step_50(monkeypatch, value, reward_at=None):
+    """The fake task's 50th vectorized step returns `value` in one env's observation (and, with `reward_at`,
+    its reward at that step)."""
     step = FakeVecTask.step
 
     def patched(self, actions):
@@ -553,6 +554,8 @@ def non_finite_observation_at_step_50(monkeypatch, value):
         self.calls = getattr(self, "calls", 0) + 1
         if self.calls == 50:
             obs_dict["obs"][3, 0] = value
+        if self.calls == reward_at:
+            rewards[5] = float("nan")
         return obs_dict, rewards, reset_buf, extras
 
     monkeypatch.setattr(FakeVecTask, "step", patched)
@@ -566,6 +569,17 @@ def test_a_non_finite_observation_stops_the_isaac_loop_with_one_line(fake_isaacg
     assert exit_info.value.code == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line == "error: an observation of the envs is not finite at step %d; no model file was written" % (16 * 50)
+
+
+@pytest.mark.parametrize("reward_at, first", [(40, "a reward"), (60, "an observation")])
+def test_a_non_finite_reward_stops_the_isaac_loop_and_the_first_fault_is_named(fake_isaacgym, tmp_path, monkeypatch, capsys, reward_at, first):
+    monkeypatch.chdir(tmp_path)
+    non_finite_observation_at_step_50(monkeypatch, 0.0 if first == "a reward" else float("nan"), reward_at=reward_at)
+    with pytest.raises(SystemExit) as exit_info:
+        mig.main(isaac_args(log_frequency=16 * 70))
+    assert exit_info.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == "error: %s of the envs is not finite at step %d; no model file was written" % (first, 16 * min(reward_at, 50))
 
 
 def test_no_checkpoint_is_written_after_a_non_finite_observation(fake_isaacgym, tmp_path, monkeypatch, capsys):

@@ -462,9 +462,11 @@ def test_episode_tags_share_the_x_axis_of_every_other_tag(tmp_path, monkeypatch)
 
 
 class NonFiniteEnv(CountingEnv):
-    """A CountingEnv whose 12th observation is NaN, or (huge=True) finite but too large for the network."""
+    """A CountingEnv whose 12th observation is NaN, or (huge=True) finite but too large for the network, or
+    (nan_reward=True) whose 12th reward is NaN."""
 
     huge = False
+    nan_reward = False
 
     def reset(self, seed=None, options=None):
         self.steps = getattr(self, "steps", 0)
@@ -473,7 +475,9 @@ class NonFiniteEnv(CountingEnv):
     def step(self, action):
         obs, reward, terminated, truncated, info = super().step(action)
         self.steps += 1
-        if self.steps == 12:
+        if self.steps == 12 and self.nan_reward:
+            reward = float("nan")
+        elif self.steps == 12:
             obs = np.full_like(obs, 3e38 if self.huge else np.nan)
         return obs, reward, terminated, truncated, info
 
@@ -482,12 +486,18 @@ class HugeObservationEnv(NonFiniteEnv):
     huge = True
 
 
+class NaNRewardEnv(NonFiniteEnv):
+    nan_reward = True
+
+
 gym.register("MeowNaNObs-v0", entry_point=NonFiniteEnv, max_episode_steps=8)
 gym.register("MeowHugeObs-v0", entry_point=HugeObservationEnv, max_episode_steps=8)
+gym.register("MeowNaNReward-v0", entry_point=NaNRewardEnv, max_episode_steps=8)
 
 
 @pytest.mark.parametrize("env_id, what, step", [("MeowNaNObs-v0", "the environment's observation is not finite at step 12", 12),
-                                                ("MeowHugeObs-v0", "the policy's action is not finite at step 12", 12)])
+                                                ("MeowHugeObs-v0", "the policy's action is not finite at step 12", 12),
+                                                ("MeowNaNReward-v0", "the environment's reward is not finite at step 12 (nan)", 12)])
 def test_a_non_finite_observation_or_action_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys, env_id, what, step):
     # no update before step 100 (the buffer holds no batch), so the weights and the loss stay finite
     monkeypatch.chdir(tmp_path)

@@ -505,12 +505,13 @@ def main(args):
             scalars.update(bias.pop())
             scalars = bias.review(read_and_check(scalars, policy, step, args, writer), step)
             sps = rate.add(step)
-            scalars["charts/SPS"] = sps
+            if math.isfinite(sps):  # not when the first update falls on this log point: the rate restarts there
+                scalars["charts/SPS"] = sps
             for tag, value in scalars.items():
                 writer.add_scalar(tag, value, step)
             print(
-                "step %d/%d | SPS %.0f | return %s | eval %s | entropy %s | ETA %s"
-                % (step, args.total_timesteps, sps, shown(last_return, "%.1f"), shown(last_eval, "%.1f"), shown(scalars.get("charts/entropy", float("nan")), "%.2f"),
+                "step %d/%d | SPS %s | return %s | eval %s | entropy %s | ETA %s"
+                % (step, args.total_timesteps, shown(sps, "%.0f"), shown(last_return, "%.1f"), shown(last_eval, "%.1f"), shown(scalars.get("charts/entropy", float("nan")), "%.2f"),
                    format_eta((args.total_timesteps - step) / sps) if loss is not None else "after learning starts")
             )
 

@@ -733,7 +733,8 @@ def main(args):
             scalars.update(bias.pop())
             scalars = bias.review(checked(scalars, step), step)
             sps = rate.add(step)
-            scalars["charts/SPS"] = sps
+            if math.isfinite(sps):  # not when the first update falls on this log point: the rate restarts there
+                scalars["charts/SPS"] = sps
             episodes, mean_return, mean_length, last_100 = envs.pop()
             if episodes:
                 last_return = mean_return
@@ -742,8 +743,8 @@ def main(args):
             for tag, value in scalars.items():
                 writer.add_scalar(tag, value, step)
             print(
-                "step %d/%d (vectorized %d/%d) | SPS %.0f | return %s | last 100 %s | eval %s | entropy %s | ETA %s"
-                % (step, args.total_timesteps, iteration + 1, iterations, sps, shown(last_return, "%.1f"), shown(last_100, "%.1f"), shown(last_eval, "%.1f"),
+                "step %d/%d (vectorized %d/%d) | SPS %s | return %s | last 100 %s | eval %s | entropy %s | ETA %s"
+                % (step, args.total_timesteps, iteration + 1, iterations, shown(sps, "%.0f"), shown(last_return, "%.1f"), shown(last_100, "%.1f"), shown(last_eval, "%.1f"),
                    shown(scalars.get("charts/entropy", float("nan")), "%.2f"),
                    format_eta((args.total_timesteps - step) / sps) if loss is not None else "after learning starts")
             )

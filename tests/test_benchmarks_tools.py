@@ -703,6 +703,31 @@ def test_the_bootstrap_interval_of_two_seeds_holds_the_mean_half_of_the_time():
     assert 0.75 < bootstrap_coverage.coverage(6, 400, rng) < 0.92
 
 
+def test_split_test_gives_fishers_exact_p_for_two_groups_and_sums_the_splits_no_likelier_for_more(capsys):
+    import split_test
+
+    # Fisher's tea tasting: 4 of 4 cups against 0 of 4; the two extreme splits of C(8, 4) = 70 are as unlikely
+    assert split_test.split_p_value([(4, 4), (0, 4)]) == pytest.approx(2 / 70)
+    # 1 of 3 against 2 of 3: the splits have chances 1, 9, 9, 1 in 20, none likelier than the one seen
+    assert split_test.split_p_value([(1, 3), (2, 3)]) == pytest.approx(1.0)
+    # three groups, 6 of 20 runs: 3 of 5 / 2 of 7 / 1 of 8 by hand, the chances of every split not above the seen one
+    seen = math.comb(5, 3) * math.comb(7, 2) * math.comb(8, 1)
+    chances = [math.comb(5, a) * math.comb(7, b) * math.comb(8, 6 - a - b) for a in range(6) for b in range(6 - a + 1)]
+    p = sum(c for c in chances if c <= seen) / math.comb(20, 6)
+    assert split_test.split_p_value([(3, 5), (2, 7), (1, 8)]) == pytest.approx(p)
+    # the order of the groups and which side is counted do not matter
+    assert split_test.split_p_value([(1, 8), (3, 5), (2, 7)]) == pytest.approx(split_test.split_p_value([(2, 5), (5, 7), (7, 8)]))
+    assert split_test.main(["3/5", "2/7", "1/8"]) == 0
+    assert capsys.readouterr().out == "split 3 of 5 / 2 of 7 / 1 of 8 (6 of 20 runs in all): exact p = %.3f\n" % p
+    for argv, error in ((["7/5", "1/2"], "expected 0 <= W <= N and N >= 1, got '7/5'"), (["3/5"], "give two groups or more"),
+                        (["a/b", "1/2"], "expected W/N, two whole numbers, got 'a/b'"),
+                        (["100/200"] * 4 + ["1/2"], "more than 10000000 tables to enumerate")):
+        with pytest.raises(SystemExit) as exit:
+            split_test.main(argv)
+        err = capsys.readouterr().err
+        assert exit.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and error in err, err
+
+
 def test_steps_are_read_in_decimal():
     """4.1 * 10**6 in floats is 4099999.9999999995: such a step count is still a whole number of steps."""
     assert [plot.parse_steps(text) for text in ("100k", "1.5M", "600", "4.1M", "2.01M", "16.1k", "1e3")] == [

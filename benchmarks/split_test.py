@@ -1,0 +1,71 @@
+"""How likely chance alone splits runs between groups as unevenly: the exact test of a 2 x k table.
+
+Each group is given as W/N: W of its N runs have the property (say, evaluate above 1500 by 200k). Were
+all runs exchangeable, the W + ... walking runs would fall into the groups by the multivariate
+hypergeometric law; the p-value (Freeman-Halton's extension of Fisher's exact test) is the summed chance
+of every split no likelier than the one seen. Counts are compared as exact integers.
+
+    python benchmarks/split_test.py 3/5 2/7 1/8
+"""
+import argparse
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from plot import fail  # noqa: E402
+
+# tables enumerated at most: the split of the first k - 1 groups fixes the last one's
+MAX_TABLES = 10 ** 7
+
+
+def group(text):
+    try:
+        hits, runs = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected W/N, two whole numbers, got %r" % text) from None
+    if not 0 <= hits <= runs or runs < 1:
+        raise argparse.ArgumentTypeError("expected 0 <= W <= N and N >= 1, got %r" % text)
+    return hits, runs
+
+
+def split_p_value(groups):
+    """The exact p of the split `groups` [(W_i, N_i), ...] of sum(W) runs among sum(N)."""
+    runs = [n for _, n in groups]
+    hits = sum(w for w, _ in groups)
+
+    def weight(split):  # C(N_1, w_1) ... C(N_k, w_k): the split's chance times C(N, W)
+        return math.prod(math.comb(n, w) for w, n in zip(split, runs))
+
+    seen, total = weight([w for w, _ in groups]), 0
+
+    def walk(prefix, left):
+        nonlocal total
+        if len(prefix) == len(runs) - 1:
+            chance = weight(prefix + [left]) if left <= runs[-1] else 0
+            total += chance if chance <= seen else 0
+            return
+        for w in range(min(left, runs[len(prefix)]) + 1):
+            walk(prefix + [w], left - w)
+
+    walk([], hits)
+    return total / math.comb(sum(runs), hits)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.error = fail
+    parser.add_argument("groups", nargs="+", type=group, help="W/N per group: W of its N runs have the property")
+    args = parser.parse_args(argv)
+    if len(args.groups) < 2:
+        fail("give two groups or more")
+    if math.prod(n + 1 for _, n in args.groups[:-1]) > MAX_TABLES:
+        fail("more than %d tables to enumerate; give fewer or smaller groups" % MAX_TABLES)
+    hits, runs = sum(w for w, _ in args.groups), sum(n for _, n in args.groups)
+    print("split %s (%d of %d runs in all): exact p = %.3f" % (
+        " / ".join("%d of %d" % g for g in args.groups), hits, runs, split_p_value(args.groups)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,7 @@ of every split no likelier than the one seen. Counts are compared as exact integ
     python benchmarks/split_test.py 3/5 2/7 1/8
 """
 import argparse
+import itertools
 import math
 import os
 import sys
@@ -38,17 +39,10 @@ def split_p_value(groups):
         return math.prod(math.comb(n, w) for w, n in zip(split, runs))
 
     seen, total = weight([w for w, _ in groups]), 0
-
-    def walk(prefix, left):
-        nonlocal total
-        if len(prefix) == len(runs) - 1:
-            chance = weight(prefix + [left]) if left <= runs[-1] else 0
-            total += chance if chance <= seen else 0
-            return
-        for w in range(min(left, runs[len(prefix)]) + 1):
-            walk(prefix + [w], left - w)
-
-    walk([], hits)
+    for head in itertools.product(*(range(n + 1) for n in runs[:-1])):
+        last = hits - sum(head)
+        if 0 <= last <= runs[-1] and weight(head + (last,)) <= seen:
+            total += weight(head + (last,))
     return total / math.comb(sum(runs), hits)
 
 

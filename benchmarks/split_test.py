@@ -1,7 +1,7 @@
 """How likely chance alone splits runs between groups as unevenly: the exact test of a 2 x k table.
 
 Each group is given as W/N: W of its N runs have the property (say, evaluate above 1500 by 200k). Were
-all runs exchangeable, the W + ... walking runs would fall into the groups by the multivariate
+all runs exchangeable, the runs that have it would fall into the groups by the multivariate
 hypergeometric law; the p-value (Freeman-Halton's extension of Fisher's exact test) is the summed chance
 of every split no likelier than the one seen. Counts are compared as exact integers.
 

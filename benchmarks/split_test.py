@@ -41,8 +41,8 @@ def split_p_value(groups):
     seen, total = weight([w for w, _ in groups]), 0
     for head in itertools.product(*(range(n + 1) for n in runs[:-1])):
         last = hits - sum(head)
-        if 0 <= last <= runs[-1] and weight(head + (last,)) <= seen:
-            total += weight(head + (last,))
+        chance = weight(head + (last,)) if 0 <= last <= runs[-1] else 0
+        total += chance if chance <= seen else 0
     return total / math.comb(sum(runs), hits)
 
 

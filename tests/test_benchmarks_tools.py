@@ -4,6 +4,7 @@ Every tool runs as a subprocess in a temporary directory, so nothing is written 
 plot.py's many bad-input cases run in-process (a subprocess each would take a second).
 """
 import csv
+import itertools
 import math
 import os
 import platform
@@ -726,6 +727,42 @@ def test_split_test_gives_fishers_exact_p_for_two_groups_and_sums_the_splits_no_
             split_test.main(argv)
         err = capsys.readouterr().err
         assert exit.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and error in err, err
+
+
+def test_split_test_adjusts_for_a_split_read_again_as_the_last_group_grew(capsys):
+    """Against a brute force: every placement of the runs that have the property among all runs, each read at
+    every size of the last group; the share of placements where some reading's p is as small as the last one's."""
+    import split_test
+
+    def brute(groups, looks):
+        runs, hits = [n for _, n in groups], sum(w for w, _ in groups)
+        bounds = list(itertools.accumulate([0] + runs))
+        seen, alarms, placements = split_test.split_p_value(groups), 0, 0
+        for chosen in itertools.combinations(range(sum(runs)), hits):
+            counts = [sum(bounds[i] <= c < bounds[i + 1] for c in chosen) for i in range(len(runs))]
+            readings = []
+            for size in list(looks) + [runs[-1]]:
+                last = sum(bounds[-2] <= c < bounds[-2] + size for c in chosen)
+                readings.append(split_test.split_p_value(list(zip(counts[:-1], runs[:-1])) + [(last, size)]))
+            alarms += min(readings) <= seen
+            placements += 1
+        return alarms / placements
+
+    for groups, looks in (([(3, 4), (1, 6)], [3, 4]), ([(2, 3), (1, 3), (1, 7)], [4, 5, 6]), ([(0, 3), (4, 6)], [2])):
+        adjusted = split_test.adjusted_p_value(groups, looks)
+        assert adjusted == pytest.approx(brute(groups, looks))
+        # a reading more can only add alarms; no reading but the last gives the plain p
+        assert split_test.split_p_value(groups) <= adjusted
+        assert split_test.adjusted_p_value(groups, []) == pytest.approx(split_test.split_p_value(groups))
+    assert split_test.main(["2/3", "1/3", "1/7", "--looks", "6", "4", "5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == ("read also at the last group's first 4, 5, 6 runs: adjusted p = %.3f (the chance of a p this small "
+                      "at one reading or more)" % brute([(2, 3), (1, 3), (1, 7)], [4, 5, 6]))
+    for argv in (["2/3", "1/7", "--looks", "7"], ["2/3", "1/7", "--looks", "0"]):
+        with pytest.raises(SystemExit) as exit:
+            split_test.main(argv)
+        err = capsys.readouterr().err
+        assert exit.value.code == 2 and err == "error: each of --looks must be at least 1 and below the last group's 7 runs\n"
 
 
 def test_steps_are_read_in_decimal():

@@ -265,6 +265,21 @@ def test_the_docs_hold_commands_to_check():
     assert len(table_commands()) >= 5
 
 
+SPLIT_CITATION = re.compile(
+    r"`python benchmarks/split_test\.py ([^`]+)`\s+prints\s+(\d+\.\d+)(?:\s+and,\s+adjusted,\s+(\d+\.\d+))?")
+
+
+def test_the_cited_split_p_values_are_what_the_script_prints(capsys):
+    """The docs quote split_test.py's p (and its adjusted p) after the command: the script prints them."""
+    split_test = load_script("benchmarks/split_test.py")
+    cited = [m for path in DOCS for m in SPLIT_CITATION.finditer(open(path, encoding="utf-8").read())]
+    assert cited
+    for match in cited:
+        assert split_test.main(shlex.split(match.group(1))) == 0
+        printed = re.findall(r"p = (\d+\.\d+)", capsys.readouterr().out)
+        assert printed == [g for g in match.groups()[1:] if g is not None], match.group(0)
+
+
 def test_a_renamed_flag_fails():
     """The check bites: a flag the parser does not know, in any kind of script, is an error."""
     with pytest.raises(pytest.fail.Exception, match="--env-idd"):

@@ -266,7 +266,7 @@ def test_the_docs_hold_commands_to_check():
 
 
 SPLIT_CITATION = re.compile(
-    r"`python benchmarks/split_test\.py ([^`]+)`\s+prints\s+(\d+\.\d+)(?:\s+and,\s+adjusted,\s+(\d+\.\d+))?")
+    r"`python\s+benchmarks/split_test\.py ([^`]+)`\s+prints\s+(\d+\.\d+)(?:\s+and,\s+adjusted,\s+(\d+\.\d+))?")
 
 
 def test_the_cited_split_p_values_are_what_the_script_prints(capsys):

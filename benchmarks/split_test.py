@@ -14,6 +14,7 @@ adjustment over the readings).
     python benchmarks/split_test.py 3/5 2/7 1/15 --looks 8 9 11 13
 """
 import argparse
+import functools
 import itertools
 import math
 import os
@@ -58,22 +59,19 @@ def adjusted_p_value(groups, looks):
     runs = [n for _, n in groups]
     hits, last = sum(w for w, _ in groups), runs[-1]
     sizes = sorted(set(looks)) + [last]
-    seen, memo, alarms = split_p_value(groups), {}, 0
-
-    def p_value(table):  # thousands of placements share a few hundred tables
-        if table not in memo:
-            memo[table] = split_p_value(list(zip(table[::2], table[1::2])))
-        return memo[table]
+    seen, alarms = split_p_value(groups), 0
+    # thousands of placements share a few hundred tables
+    p_value = functools.lru_cache(maxsize=None)(lambda table: split_p_value(list(table)))
 
     for head in itertools.product(*(range(n + 1) for n in runs[:-1])):
         count = hits - sum(head)
         if not 0 <= count <= last:
             continue
-        fixed = tuple(x for pair in zip(head, runs) for x in pair)
-        weight = math.prod(math.comb(n, w) for w, n in zip(head, runs))
+        fixed = tuple(zip(head, runs))
+        weight = math.prod(math.comb(n, w) for w, n in fixed)
         # the last group's `count` hits fall on any `count` of its runs, each placement as likely
         for places in itertools.combinations(range(last), count):
-            if any(p_value(fixed + (sum(place < size for place in places), size)) <= seen for size in sizes):
+            if any(p_value(fixed + ((sum(place < size for place in places), size),)) <= seen for size in sizes):
                 alarms += weight
     return alarms / math.comb(sum(runs), hits)
 

@@ -166,8 +166,8 @@ def test_the_rule_warns_on_the_walker2d_runs_whose_q_ran_away_and_on_no_other(ca
     fourth column). Seed 5's Q ran away from 60k on and its run warned at 65k; seed 11's bias was above 5 at most
     log points from 98k and its run warned at 152k; seed 13's passed 10 at 69k and its run warned at 71k; seed 16's
     passed 10 at 74k and its run warned at 79k; the other twelve did not warn, seed 8's among them, whose bias passed
-    5 at 75k, went beyond 10 at 128k and 143k (10.1, single log points) and was back within 0.24 of 0 from 250k. Replayed through the rule,
-    the series give the same."""
+    5 at 75k, went beyond 10 at 128k and 143k (10.1, single log points) and was back within 0.24 of 0 from 250k.
+    Replayed through the rule, the series give the same."""
     with open(os.path.join(os.path.dirname(__file__), "data", "walker2d_bias_normalised_amd_epyc_avx2.csv")) as f:
         rows = list(csv.DictReader(f))
     warned = {}

@@ -357,12 +357,12 @@ class ReplayBuffer:
 
 
 def evaluate(policy, env, episodes, device, video_path=None):
-    """Returns of the deterministic policy (prior mean pushed through the flow), one per episode.
+    """Returns and lengths (steps) of the deterministic policy's episodes (prior mean pushed through the flow).
     With `video_path`, the first episode's frames are written there (.mp4 or .gif)."""
-    returns, frames = [], []
+    returns, lengths, frames = [], [], []
     for episode in range(episodes):
         obs, _ = env.reset()
-        done, total = False, 0.0
+        done, total, length = False, 0.0, 0
         while not done:
             if video_path and episode == 0:
                 frames.append(env.render())
@@ -370,11 +370,13 @@ def evaluate(policy, env, episodes, device, video_path=None):
                 action, _ = policy.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)[None], deterministic=True)
             obs, reward, terminated, truncated, _ = env.step(action[0].cpu().numpy())
             total += float(reward)
+            length += 1
             done = terminated or truncated
         returns.append(total)
+        lengths.append(length)
     if video_path:
         write_video(video_path, frames, env.metadata.get("render_fps", 30))
-    return returns
+    return returns, lengths
 
 
 def as_batch(*arrays, device):
@@ -496,7 +498,8 @@ def main(args):
         if step % args.eval_frequency == 0:
             read_and_check({}, policy, step, args, writer)  # never evaluate (or film) non-finite weights
             video = os.path.join(run_dir, "videos", "step-%d.mp4" % step) if args.capture_video else None
-            last_eval = float(np.mean(evaluate(policy, eval_env, args.eval_episodes, device, video)))
+            returns, _ = evaluate(policy, eval_env, args.eval_episodes, device, video)
+            last_eval = float(np.mean(returns))
             writer.add_scalar("eval/return", last_eval, step)
         if step % args.log_frequency == 0 or step == args.total_timesteps:
             scalars = {"losses/qf_loss": loss} if loss is not None else {}
@@ -1118,10 +1121,12 @@ def evaluate_checkpoint(args):
     env = make_env(saved.env_id, args.seed, args.capture_video)()
     env.reset(seed=args.seed)
     video = os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)), "videos_eval", "eval.mp4") if args.capture_video else None
-    returns = evaluate(policy, env, args.eval_episodes, device, video)
+    returns, lengths = evaluate(policy, env, args.eval_episodes, device, video)
     env.close()
     trained = " after %d training steps" % ckpt["step"] if "step" in ckpt else ""
-    print("%s: eval return %.2f +- %.2f over %d episodes (deterministic policy%s)" % (saved.env_id, np.mean(returns), np.std(returns), len(returns), trained))
+    steps = "%d steps" % lengths[0] if min(lengths) == max(lengths) else "%d-%d steps" % (min(lengths), max(lengths))
+    print("%s: eval return %.2f +- %.2f over %d episodes of %s (deterministic policy%s)"
+          % (saved.env_id, np.mean(returns), np.std(returns), len(returns), steps, trained))
     if video:
         print("video of the first episode: %s" % video)
     return returns

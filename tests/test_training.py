@@ -256,8 +256,30 @@ def test_eval_checkpoint_runs_the_saved_policy_without_training(hopper_run):
     before = sorted(os.listdir(cwd / "runs"))
     result = run_script(["--eval-checkpoint", os.path.join(run_dir, "meow_continuous_action.pt"), "--eval-episodes", "3"], cwd)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "eval return" in result.stdout and "over 3 episodes" in result.stdout
+    assert re.search(r"eval return -?[0-9.]+ \+- [0-9.]+ over 3 episodes of [0-9]+(-[0-9]+)? steps \(deterministic policy after", result.stdout), result.stdout
     assert sorted(os.listdir(cwd / "runs")) == before  # no new run directory
+
+
+def test_evaluate_counts_each_episodes_steps_to_its_termination_or_time_limit():
+    class ScriptedEnv:
+        """Episode 1 terminates at its 3rd step, episode 2 is cut by the time limit at its 5th; reward 1 a step."""
+        def __init__(self):
+            self.episode, self.t = 0, 0
+
+        def reset(self):
+            self.episode, self.t = self.episode + 1, 0
+            return np.zeros(2, dtype=np.float32), {}
+
+        def step(self, action):
+            self.t += 1
+            return np.zeros(2, dtype=np.float32), 1.0, self.episode == 1 and self.t == 3, self.episode == 2 and self.t == 5, {}
+
+    class Policy:
+        def sample(self, obs, deterministic):
+            assert deterministic
+            return torch.zeros(1, 1), None
+
+    assert meow.evaluate(Policy(), ScriptedEnv(), 2, "cpu") == ([3.0, 5.0], [3, 5])
 
 
 def test_paper_defaults_resolve_per_environment_and_flags_win():

@@ -386,19 +386,22 @@ def step_and_store(envs, rb, obs, dones, actions, bootstrap_timeouts):
 
 
 def evaluate(policy, obs_rms, envs, episodes):
-    """Returns of the deterministic policy (prior mean pushed through the flow): all envs restart together
-    and the first episode of each of the first `episodes` envs counts, so short episodes are not favoured."""
+    """Returns and lengths (steps) of the deterministic policy's episodes (prior mean pushed through the flow):
+    all envs restart together and the first episode of each of the first `episodes` envs counts, so short
+    episodes are not favoured."""
     count = min(episodes, envs.num_envs)
     obs, _ = envs.reset()
     returns = torch.zeros(envs.num_envs, device=envs.device)
+    lengths = torch.zeros(envs.num_envs, dtype=torch.long, device=envs.device)
     running = torch.ones(envs.num_envs, dtype=torch.bool, device=envs.device)
     while bool(running[:count].any()):
         with torch.no_grad():
             actions, _ = policy.sample(obs_rms(obs), deterministic=True)
         obs, rewards, dones, _ = envs.step(actions)
         returns += rewards * running
+        lengths += running
         running &= ~dones
-    return returns[:count].tolist()
+    return returns[:count].tolist(), lengths[:count].tolist()
 
 
 # ================================================================ the environments (what differs from meow_continuous_action.py)
@@ -721,7 +724,8 @@ def main(args):
 
         if crossed(prev_step, step, args.eval_frequency):
             read_and_check({}, policy, step, args, writer)  # never evaluate non-finite weights
-            last_eval = float(np.mean(evaluate(policy, obs_rms, eval_envs, args.eval_episodes)))
+            returns, _ = evaluate(policy, obs_rms, eval_envs, args.eval_episodes)
+            last_eval = float(np.mean(returns))
             writer.add_scalar("eval/return", last_eval, step)
             if eval_envs is envs.env and step < args.total_timesteps:
                 obs, dones = envs.reset()  # training resumes on new episodes, none of them partly deterministic
@@ -1353,9 +1357,11 @@ def evaluate_checkpoint(args):
     policy.load_state_dict(ckpt["model"])
     obs_rms = RunningMeanStd(ckpt["obs_dim"]).to(device)
     obs_rms.load_state_dict(ckpt["obs_rms"])
-    returns = evaluate(policy, obs_rms, envs, args.eval_episodes)
+    returns, lengths = evaluate(policy, obs_rms, envs, args.eval_episodes)
     envs.close()
-    print("%s: eval return %.2f +- %.2f over %d episodes (deterministic policy)" % (task_name(saved), np.mean(returns), np.std(returns), len(returns)))
+    steps = "%d steps" % lengths[0] if min(lengths) == max(lengths) else "%d-%d steps" % (min(lengths), max(lengths))
+    print("%s: eval return %.2f +- %.2f over %d episodes of %s (deterministic policy)"
+          % (task_name(saved), np.mean(returns), np.std(returns), len(returns), steps))
     return returns
 
 

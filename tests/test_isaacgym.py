@@ -6,6 +6,7 @@ VecTask interface.
 """
 import ast
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -327,7 +328,30 @@ def test_isaacgym_backend_trains_checkpoints_resumes_and_evaluates(fake_isaacgym
     returns = mig.main(mig.Args(eval_checkpoint=os.path.join(run_dir, "meow_isaacgym.pt"), sim_device="cpu", rl_device="cpu", eval_episodes=3))
     assert len(returns) == 3 and all(np.isfinite(returns))
     assert fake_isaacgym[-1]["num_envs"] == 3
-    assert "eval return" in capsys.readouterr().out
+    assert re.search(r"eval return -?[0-9.]+ \+- [0-9.]+ over 3 episodes of [0-9]+(-[0-9]+)? steps \(deterministic policy\)", capsys.readouterr().out)
+
+
+def test_evaluate_counts_the_first_episode_of_each_env_to_the_step_that_ends_it():
+    class ScriptedEnvs:
+        """Env 0 ends at step 2, env 1 at step 4, env 2 at steps 3 and 5; rewards 1, 2 and 3 a step."""
+        num_envs, device = 3, torch.device("cpu")
+
+        def reset(self):
+            self.t = 0
+            return torch.zeros(3, 1), None
+
+        def step(self, actions):
+            self.t += 1
+            dones = torch.tensor([self.t == 2, self.t == 4, self.t in (3, 5)])
+            return torch.zeros(3, 1), torch.tensor([1.0, 2.0, 3.0]), dones, torch.zeros(3, dtype=torch.bool)
+
+    class Policy:
+        def sample(self, obs, deterministic):
+            assert deterministic
+            return torch.zeros(len(obs), 1), None
+
+    assert mig.evaluate(Policy(), lambda obs: obs, ScriptedEnvs(), 3) == ([2.0, 8.0, 9.0], [2, 4, 3])
+    assert mig.evaluate(Policy(), lambda obs: obs, ScriptedEnvs(), 1) == ([2.0], [2])
 
 
 def test_a_resumed_isaac_run_keeps_no_copy_of_its_replay_buffer_beside_the_buffer(fake_isaacgym, tmp_path, monkeypatch, watch_buffer_copies):

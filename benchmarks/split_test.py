@@ -11,7 +11,7 @@ all runs exchangeable, that one reading or more has a p as small as the last one
 adjustment over the readings).
 
     python benchmarks/split_test.py 3/5 2/7 1/8
-    python benchmarks/split_test.py 3/5 2/7 2/19 --looks 8 9 11 13 15 17
+    python benchmarks/split_test.py 3/5 2/7 2/21 --looks 8 9 11 13 15 17 19
 """
 import argparse
 import functools
